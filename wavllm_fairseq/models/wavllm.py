@@ -1,0 +1,315 @@
+"""WavLLM as a fairseq encoder-decoder model.
+
+The "encoder" turns waves and prompt tokens into the LLM's input embeddings
+(``[prefix] [speech frames] [suffix]``, left-padded so every row ends at the same
+position) and, in stage 2, the prompt-aware LoRA weight. The "decoder" is the LLM
+continuing that prompt: with teacher forcing in training, one token a step with a KV
+cache in fairseq's SequenceGenerator. Splitting it this way lets fairseq's beam search,
+sampling and scorers work unchanged.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, fields
+from typing import Dict, List, Optional
+
+import torch
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import (
+    FairseqEncoder,
+    FairseqEncoderDecoderModel,
+    FairseqIncrementalDecoder,
+    register_model,
+    register_model_architecture,
+)
+from torch import Tensor, nn
+
+from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
+from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
+from .components import build_llm, build_wavlm, build_whisper
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WavLLMConfig(FairseqDataclass):
+    whisper_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Whisper checkpoint: openai-whisper .pt, Hugging Face folder or CTranslate2 folder; "
+                          "unset: random init of --whisper-preset"},
+    )
+    whisper_preset: str = field(default="large-v2", metadata={"help": "Whisper size for random init"})
+    whisper_pad_to_30s: bool = field(
+        default=True, metadata={"help": "pad audio to 30 s for Whisper, as it was trained (slower, exact)"}
+    )
+    wavlm_path: Optional[str] = field(
+        default=None, metadata={"help": "WavLM checkpoint: the authors' .pt or a Hugging Face folder; unset: random init"}
+    )
+    wavlm_preset: str = field(default="base_plus", metadata={"help": "WavLM size for random init"})
+    llm_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "LLM checkpoint: Meta folder, Hugging Face folder or GGUF file; unset: random init"},
+    )
+    llm_preset: str = field(default="llama2_7b", metadata={"help": "LLM size for random init"})
+    lora_rank: int = field(default=32, metadata={"help": "LoRA rank r"})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha (scale alpha / r without the prompt adapter)"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
+    lora_targets: str = field(default="q,k,v,o", metadata={"help": "projections with LoRA: q,k,v,o,gate,up,down"})
+    prompt_adapter: bool = field(
+        default=False, metadata={"help": "stage 2: scale LoRA per prompt with the prompt-aware weight adapter"}
+    )
+
+
+class WavLLMEncoder(FairseqEncoder):
+    """Speech encoders, adapters and prompt assembly."""
+
+    def __init__(self, cfg: WavLLMConfig, whisper, wavlm, llm: LlamaModel):
+        super().__init__(dictionary=None)
+        self.whisper = whisper
+        self.wavlm = wavlm
+        # The LLM belongs to the decoder; a plain list keeps it out of this module's parameters
+        # and state dict, so it is stored and trained once.
+        self._llm = [llm]
+        self.pad_to_30s = cfg.whisper_pad_to_30s
+        dim = llm.cfg.dim
+        widths = AdapterWidths.derive(whisper.cfg.n_audio_state, dim)
+        self.wavlm_layer_weights = LayerWeightedSum(wavlm.num_hidden_states)
+        self.whisper_branch = SpeechBranch(whisper.cfg.n_audio_state, widths.whisper_mid, widths)
+        self.wavlm_branch = SpeechBranch(wavlm.cfg.encoder_embed_dim, widths.wavlm_mid, widths)
+        self.fusion = SpeechFusion(widths, dim)
+        self.prompt_adapter = PromptAwareLoraWeight(dim) if cfg.prompt_adapter else None
+        for module in (self.whisper, self.wavlm):
+            module.requires_grad_(False)
+
+    @property
+    def llm(self) -> LlamaModel:
+        return self._llm[0]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # Frozen encoders always run in eval mode: no dropout, no masking.
+        self.whisper.eval()
+        self.wavlm.eval()
+        return self
+
+    def encode_speech(self, waves: Tensor, wave_lengths: Tensor):
+        """Fused speech frames (B x N x D) and their lengths, for rows that have audio."""
+        with torch.no_grad():
+            semantic, semantic_lengths = self.whisper.encode_waves(waves, wave_lengths, pad_to_30s=self.pad_to_30s)
+            states, acoustic_lengths, _ = self.wavlm(waves, wave_lengths)
+        acoustic = self.wavlm_layer_weights(states)
+        semantic, semantic_lengths = self.whisper_branch(semantic, semantic_lengths)
+        acoustic, acoustic_lengths = self.wavlm_branch(acoustic, acoustic_lengths)
+        return self.fusion(semantic, semantic_lengths, acoustic, acoustic_lengths)
+
+    def prompt_lora_weight(self, src_tokens: Tensor, src_lengths: Tensor) -> Tensor:
+        """Prompt-aware LoRA weight (B x D) from the instruction alone, through the LLM without LoRA."""
+        mask = ~padding_mask(src_lengths, src_tokens.shape[1])
+        positions = torch.arange(src_tokens.shape[1], device=src_tokens.device).expand_as(src_tokens)
+        ids = src_tokens.masked_fill(~mask, 0)
+        with torch.no_grad():
+            hidden, _ = self.llm(
+                self.llm.tok_embeddings(ids), positions, ~mask, use_lora=False, final_norm=False
+            )
+        return self.prompt_adapter(hidden, mask)
+
+    def forward(
+        self,
+        src_tokens: Tensor,
+        src_lengths: Tensor,
+        prefix_tokens: Tensor,
+        prefix_lengths: Tensor,
+        suffix_tokens: Tensor,
+        suffix_lengths: Tensor,
+        waves: Tensor,
+        wave_lengths: Tensor,
+        **unused,
+    ) -> Dict[str, List[Tensor]]:
+        bsz = src_tokens.shape[0]
+        embed = self.llm.tok_embeddings
+        prefix = embed(prefix_tokens.masked_fill(padding_mask(prefix_lengths, prefix_tokens.shape[1]), 0))
+        suffix = embed(suffix_tokens.masked_fill(padding_mask(suffix_lengths, suffix_tokens.shape[1]), 0))
+        speech_rows = (wave_lengths > 0).nonzero(as_tuple=True)[0]
+        speech_lengths = torch.zeros(bsz, dtype=torch.long, device=src_tokens.device)
+        speech = None
+        if speech_rows.numel() > 0:
+            max_wave = int(wave_lengths[speech_rows].max())
+            fused, fused_lengths = self.encode_speech(waves[speech_rows, :max_wave], wave_lengths[speech_rows])
+            speech = fused.new_zeros(bsz, fused.shape[1], fused.shape[2])
+            speech[speech_rows] = fused.to(speech.dtype)
+            speech_lengths[speech_rows] = fused_lengths
+        rows = []
+        for i in range(bsz):
+            parts = [prefix[i, : prefix_lengths[i]]]
+            if speech is not None and speech_lengths[i] > 0:
+                parts.append(speech[i, : speech_lengths[i]].to(prefix.dtype))
+            parts.append(suffix[i, : suffix_lengths[i]])
+            rows.append(torch.cat(parts))
+        lengths = torch.tensor([len(r) for r in rows], device=src_tokens.device)
+        width = int(lengths.max())
+        prompt = prefix.new_zeros(bsz, width, prefix.shape[-1])
+        for i, r in enumerate(rows):
+            prompt[i, width - len(r):] = r
+        pad = torch.flip(padding_mask(lengths, width), dims=[1])  # left padding
+        out = {
+            "prompt_embeds": [prompt],
+            "prompt_padding_mask": [pad],
+            "prompt_lengths": [lengths],
+            "lora_weight": [],
+        }
+        if self.prompt_adapter is not None:
+            out["lora_weight"] = [self.prompt_lora_weight(src_tokens, src_lengths)]
+        return out
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
+        return {k: [t.index_select(0, new_order) for t in v] for k, v in encoder_out.items()}
+
+
+class WavLLMDecoder(FairseqIncrementalDecoder):
+    """The LLM continuing the assembled prompt."""
+
+    def __init__(self, dictionary, llm: LlamaModel):
+        super().__init__(dictionary)
+        self.llm = llm
+        self.vocab_size = dictionary.vocab_size  # ids the tokenizer can produce; the pad id follows
+
+    def _lora_weight(self, encoder_out) -> Optional[Tensor]:
+        return encoder_out["lora_weight"][0] if encoder_out["lora_weight"] else None
+
+    def forward(self, prev_output_tokens: Tensor, encoder_out=None, incremental_state=None, **unused):
+        prompt = encoder_out["prompt_embeds"][0]
+        prompt_pad = encoder_out["prompt_padding_mask"][0]
+        prompt_len = encoder_out["prompt_lengths"][0]
+        lora_weight = self._lora_weight(encoder_out)
+        cache = self.get_incremental_state(incremental_state, "kv") if incremental_state is not None else None
+        # The first decoder input is a placeholder: the prompt's last position predicts the first token.
+        tokens = prev_output_tokens[:, 1:]
+        if cache is not None:
+            tokens = tokens[:, -1:]
+        bsz, n_new = tokens.shape
+        new_embeds = self.llm.tok_embeddings(tokens.masked_fill(tokens >= self.vocab_size, 0))
+        done = prev_output_tokens.shape[1] - 1 - n_new  # generated tokens already in the cache
+        steps = torch.arange(n_new, device=tokens.device) + done
+        token_positions = prompt_len[:, None] + steps[None, :]
+        if cache is None:
+            embeds = torch.cat([prompt.to(new_embeds.dtype), new_embeds], dim=1)
+            prompt_positions = (torch.cumsum((~prompt_pad).long(), dim=1) - 1).clamp(min=0)
+            positions = torch.cat([prompt_positions, token_positions], dim=1)
+            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(bsz, n_new)], dim=1)
+            past = None
+        else:
+            embeds, positions, past = new_embeds, token_positions, cache["past"]
+            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(bsz, done + n_new)], dim=1)
+        hidden, new_past = self.llm(
+            embeds, positions, key_pad, past_key_values=past, lora_weight=lora_weight,
+            use_cache=incremental_state is not None,
+        )
+        hidden = hidden[:, -(n_new + 1):] if cache is None else hidden
+        if incremental_state is not None:
+            self.set_incremental_state(incremental_state, "kv", {"past": new_past})
+            hidden = hidden[:, -1:]
+        return self.output_layer(hidden), {"attn": None}
+
+    def output_layer(self, hidden: Tensor) -> Tensor:
+        logits = self.llm.output_logits(hidden)[..., : self.vocab_size]
+        pad_column = logits.new_full(logits.shape[:-1] + (1,), float("-inf"))
+        return torch.cat([logits, pad_column], dim=-1)
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
+        cache = self.get_incremental_state(incremental_state, "kv")
+        if cache is not None:
+            self.set_incremental_state(incremental_state, "kv", {"past": reorder_cache(cache["past"], new_order)})
+
+    def max_positions(self):
+        return self.llm.cfg.max_seq_len
+
+
+@register_model("wavllm", dataclass=WavLLMConfig)
+class WavLLMModel(FairseqEncoderDecoderModel):
+    def __init__(self, cfg: WavLLMConfig, encoder: WavLLMEncoder, decoder: WavLLMDecoder):
+        super().__init__(encoder, decoder)
+        self.cfg = cfg
+        # Components read from a pretrained checkpoint are frozen and not saved again:
+        # checkpoints hold what trains plus whatever was randomly initialised.
+        self.external_prefixes = [
+            prefix
+            for prefix, path in (
+                ("encoder.whisper.", cfg.whisper_path),
+                ("encoder.wavlm.", cfg.wavlm_path),
+                ("decoder.llm.", cfg.llm_path),
+            )
+            if path
+        ]
+
+    @classmethod
+    def build_model(cls, cfg: WavLLMConfig, task):
+        lora = LoraConfig(
+            rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+            targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()),
+        )
+        llm = build_llm(cfg, lora, vocab_size=task.target_dictionary.vocab_size)
+        encoder = WavLLMEncoder(cfg, build_whisper(cfg), build_wavlm(cfg), llm)
+        return cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
+
+    def check_vocabulary(self, dictionary):
+        if self.decoder.llm.cfg.vocab_size < dictionary.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {dictionary.vocab_size} ids but the LLM only "
+                f"{self.decoder.llm.cfg.vocab_size}: --tokenizer-path does not belong to this LLM"
+            )
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+        encoder_out = self.encoder(src_tokens, src_lengths, **kwargs)
+        return self.decoder(prev_output_tokens, encoder_out=encoder_out)
+
+    def max_positions(self):
+        return None
+
+    def _is_external(self, key: str, trainable: set) -> bool:
+        return key not in trainable and any(key.startswith(p) for p in self.external_prefixes)
+
+    def state_dict(self, *, destination=None, prefix="", keep_vars=False):
+        state = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        for key in [k for k in state if k.startswith(prefix)]:
+            if self._is_external(key[len(prefix):], trainable):
+                del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        result = nn.Module.load_state_dict(self, state_dict, strict=False)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing = [k for k in result.missing_keys if not self._is_external(k, trainable)]
+        if missing and all(k.startswith("encoder.prompt_adapter.") for k in missing):
+            # Stage 2 starts from a stage-1 checkpoint, which has no prompt adapter yet.
+            logger.info("prompt adapter not in the checkpoint: starting it from its initialisation")
+            missing = []
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(
+                "checkpoint does not fit the model: "
+                f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
+                f"unexpected {result.unexpected_keys[:10]}{' ...' if len(result.unexpected_keys) > 10 else ''}"
+            )
+        return result
+
+
+ARCHITECTURES = {
+    "wavllm_tiny": dict(
+        whisper_preset="tiny_test", wavlm_preset="tiny_test", llm_preset="tiny_test",
+        whisper_pad_to_30s=False, lora_rank=8, lora_alpha=16.0, lora_dropout=0.0,
+    ),
+    "wavllm_7b": dict(whisper_preset="large-v2", wavlm_preset="base_plus", llm_preset="llama2_7b"),
+}
+"""Named architectures: overrides of the WavLLMConfig defaults (the paper's model)."""
+
+
+def _register(name: str, overrides: dict):
+    @register_model_architecture("wavllm", name)
+    def _arch(cfg):
+        for f in fields(WavLLMConfig):
+            if not hasattr(cfg, f.name) or getattr(cfg, f.name) is None and f.name in overrides:
+                setattr(cfg, f.name, overrides.get(f.name, f.default))
+
+
+for _name, _overrides in ARCHITECTURES.items():
+    _register(_name, _overrides)

@@ -1,0 +1,137 @@
+"""The ``wavllm`` fairseq task: manifests in, batches of waves and templated prompts out."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+from fairseq.data import ConcatDataset, ResamplingDataset
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, MISSING
+
+from ..data.dataset import WavLLMDataset
+from ..data.dictionary import TokenizerDictionary
+from ..data.manifest import ManifestError
+from ..models.llama.templates import get_template
+from ..models.llama.tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WavLLMTaskConfig(FairseqDataclass):
+    data: str = field(default=MISSING, metadata={"help": "folder holding {subset}.tsv manifests"})
+    audio_root: Optional[str] = field(
+        default=None, metadata={"help": "root for relative audio paths; default: the manifest's folder"}
+    )
+    tokenizer_path: str = field(
+        default=MISSING,
+        metadata={"help": "SentencePiece tokenizer.model, Hugging Face tokenizer.json (or its folder), or a GGUF file"},
+    )
+    template: str = field(default="llama2", metadata={"help": "chat template name: llama2, llama3 or chatml"})
+    max_sample_size: int = field(
+        default=16000 * 60,
+        metadata={
+            "help": "longest example kept, in 16 kHz samples; each text token counts as 1280 samples "
+            "(one 12.5 Hz speech frame). Longer ones are skipped with a logged count"
+        },
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "skip rows whose audio is missing or unreadable (each logged, with a count) instead of failing"},
+    )
+    mixture_weights: Optional[str] = field(
+        default=None,
+        metadata={"help": "comma-separated weights, one per manifest of a comma-separated train subset"},
+    )
+    mixture_temperature: float = field(
+        default=1.0,
+        metadata={"help": "sampling temperature T: manifest k is drawn with probability ~ (weight_k * size_k)^(1/T)"},
+    )
+    seed: int = II("common.seed")
+
+
+def mixture_sizes(sizes: List[int], weights: List[float], temperature: float) -> List[int]:
+    """Examples to draw from each manifest per epoch; the epoch keeps the total size.
+
+    >>> mixture_sizes([100, 300], [1.0, 1.0], 1.0)
+    [100, 300]
+    >>> mixture_sizes([100, 300], [1.0, 1.0], 1e9)
+    [200, 200]
+    """
+    p = np.array([w * n for w, n in zip(weights, sizes)], dtype=np.float64) ** (1.0 / temperature)
+    p = p / p.sum()
+    return [max(1, int(round(x))) for x in p * sum(sizes)]
+
+
+@register_task("wavllm", dataclass=WavLLMTaskConfig)
+class WavLLMTask(FairseqTask):
+    cfg: WavLLMTaskConfig
+
+    def __init__(self, cfg: WavLLMTaskConfig, tokenizer, template):
+        super().__init__(cfg)
+        self.tokenizer = tokenizer
+        self.template = template
+        self.dictionary = TokenizerDictionary(tokenizer, template.end_of_turn_id(tokenizer))
+
+    @classmethod
+    def setup_task(cls, cfg: WavLLMTaskConfig, **kwargs):
+        return cls(cfg, load_tokenizer(cfg.tokenizer_path), get_template(cfg.template))
+
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
+
+    def _manifest(self, name: str) -> WavLLMDataset:
+        path = os.path.join(self.cfg.data, f"{name}.tsv")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"manifest not found: {path} (subset {name!r} of --data {self.cfg.data})")
+        return WavLLMDataset(
+            path, self.tokenizer, self.template, self.dictionary.pad(),
+            audio_root=self.cfg.audio_root, skip_bad_rows=self.cfg.skip_bad_rows, task_name=name,
+        )
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        names = [s for s in split.split(",") if s]
+        parts = [self._manifest(n) for n in names]
+        if len(parts) == 1 and self.cfg.mixture_weights is None:
+            self.datasets[split] = parts[0]
+            return
+        weights = [1.0] * len(parts)
+        if self.cfg.mixture_weights is not None:
+            weights = [float(w) for w in self.cfg.mixture_weights.split(",")]
+            if len(weights) != len(parts):
+                raise ValueError(
+                    f"--mixture-weights has {len(weights)} value(s) for {len(parts)} manifest(s) in {split!r}"
+                )
+        sizes = [len(p) for p in parts]
+        draws = mixture_sizes(sizes, weights, self.cfg.mixture_temperature)
+        logger.info("mixture of %s: sizes %s -> drawn per epoch %s", names, sizes, draws)
+        self.datasets[split] = ConcatDataset(
+            [
+                ResamplingDataset(p, replace=d > n, size_ratio=d / n, seed=self.cfg.seed, epoch=epoch)
+                for p, n, d in zip(parts, sizes, draws)
+            ]
+        )
+
+    def max_positions(self):
+        return self.cfg.max_sample_size
+
+    def get_batch_iterator(self, dataset, **kwargs):
+        # fairseq rounds batch sizes down to --required-batch-size-multiple (8 by default) and
+        # the rows that do not fit are lost at evaluation time; our batches are built by audio
+        # length, where the rounding buys nothing, so every batch keeps what fits.
+        kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, **kwargs)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        model.check_vocabulary(self.dictionary)
+        return model
