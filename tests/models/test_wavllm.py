@@ -1,0 +1,145 @@
+"""The composed model on the tiny architecture: cache, beams, batching, loss mask, checkpoints."""
+import copy
+
+import pytest
+import torch
+from fairseq.sequence_generator import SequenceGenerator
+
+from wavllm_fairseq.criterions.wavllm_cross_entropy import WavLLMCrossEntropy
+from wavllm_fairseq.models.wavllm import ARCHITECTURES, WavLLMConfig, WavLLMModel
+from wavllm_fairseq.tasks.wavllm import WavLLMTask, WavLLMTaskConfig
+
+
+@pytest.fixture(scope="module")
+def task(speech_corpus):
+    cfg = WavLLMTaskConfig(data=str(speech_corpus), tokenizer_path=str(speech_corpus / "spm.model"), seed=1)
+    t = WavLLMTask.setup_task(cfg)
+    t.load_dataset("train")
+    return t
+
+
+def build(task, **overrides):
+    torch.manual_seed(0)
+    cfg = WavLLMConfig(**{**ARCHITECTURES["wavllm_tiny"], **overrides})
+    model = WavLLMModel.build_model(cfg, task)
+    # LoRA B starts at zero; give it values so that LoRA paths are exercised.
+    for name, p in model.named_parameters():
+        if "lora" in name.lower():
+            torch.nn.init.normal_(p, std=0.05)
+    return model.eval()
+
+
+def batch(task, indices):
+    ds = task.dataset("train")
+    return ds.collater([ds[i] for i in indices])
+
+
+def mixed(task):
+    """Two speech rows of different lengths and one text-only row."""
+    ds = task.dataset("train")
+    speech = [i for i, e in enumerate(ds.examples) if e.row.with_speech]
+    text = [i for i, e in enumerate(ds.examples) if not e.row.with_speech]
+    return [speech[0], speech[5], text[0]]
+
+
+def test_batch_equals_items_alone(task):
+    model = build(task, prompt_adapter=True)
+    idx = mixed(task)
+    b = batch(task, idx)
+    with torch.no_grad():
+        logits, _ = model(**b["net_input"])
+        for row, i in enumerate(idx):
+            one = batch(task, [i])
+            alone, _ = model(**one["net_input"])
+            n = alone.shape[1]
+            torch.testing.assert_close(logits[row, :n, :-1], alone[0, :, :-1], atol=1e-4, rtol=1e-4)
+
+
+def test_logits_cover_exactly_the_target_and_loss_ignores_the_prompt(task):
+    model = build(task)
+    b = batch(task, mixed(task))
+    logits, _ = model(**b["net_input"])
+    assert logits.shape[:2] == b["target"].shape
+    crit = WavLLMCrossEntropy(task)
+    loss, sample_size, log = crit(model, b)
+    mask = b["target"].ne(task.target_dictionary.pad())
+    manual = torch.nn.functional.cross_entropy(
+        logits[..., :-1][mask].float(), b["target"][mask], reduction="sum")
+    torch.testing.assert_close(loss, manual)
+    assert sample_size == int(mask.sum()) == b["ntokens"]
+    assert log["n_task_asr"] == 2 and log["n_task_text"] == 1
+    # The prompt's tokens never appear as targets: every target ends with the end-of-turn id.
+    eos = task.target_dictionary.eos()
+    for row, length in enumerate(mask.sum(1).tolist()):
+        assert b["target"][row, length - 1] == eos
+
+
+def greedy_without_cache(model, sample, steps):
+    enc = model.encoder(**{k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"})
+    eos = model.decoder.dictionary.eos()
+    tokens = torch.full((sample["id"].numel(), 1), eos)
+    all_logits = []
+    for _ in range(steps):
+        logits, _ = model.decoder(tokens, encoder_out=enc)
+        all_logits.append(logits[:, -1])
+        tokens = torch.cat([tokens, logits[:, -1, :-1].argmax(-1, keepdim=True)], dim=1)
+    return tokens[:, 1:], torch.stack(all_logits, 1)
+
+
+@pytest.mark.parametrize("prompt_adapter", [False, True])
+def test_kv_cache_decoding_equals_full_recomputation(task, prompt_adapter):
+    model = build(task, prompt_adapter=prompt_adapter)
+    b = batch(task, mixed(task))
+    with torch.no_grad():
+        ref_tokens, ref_logits = greedy_without_cache(model, b, 6)
+        enc = model.encoder(**{k: v for k, v in b["net_input"].items() if k != "prev_output_tokens"})
+        state = {}
+        tokens = torch.full((3, 1), model.decoder.dictionary.eos())
+        for step in range(6):
+            logits, _ = model.decoder(tokens, encoder_out=enc, incremental_state=state)
+            torch.testing.assert_close(logits[:, -1], ref_logits[:, step], atol=1e-4, rtol=1e-4)
+            tokens = torch.cat([tokens, ref_tokens[:, step : step + 1]], dim=1)
+
+
+def test_beam_one_equals_greedy(task):
+    model = build(task)
+    b = batch(task, mixed(task))
+    gen = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=8, min_len=8)
+    with torch.no_grad():
+        hypos = gen.generate([model], b)
+        ref_tokens, _ = greedy_without_cache(model, b, 8)
+    for row, h in enumerate(hypos):
+        assert h[0]["tokens"][:8].tolist() == ref_tokens[row].tolist()
+
+
+def test_beam_search_in_a_batch_equals_items_alone(task):
+    """Beam reordering of the KV cache and of the prompt-aware weight is right."""
+    model = build(task, prompt_adapter=True)
+    idx = mixed(task)
+    gen = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=6)
+    with torch.no_grad():
+        together = gen.generate([model], batch(task, idx))
+        for row, i in enumerate(idx):
+            alone = gen.generate([model], batch(task, [i]))
+            assert together[row][0]["tokens"].tolist() == alone[0][0]["tokens"].tolist()
+            assert abs(float(together[row][0]["score"]) - float(alone[0][0]["score"])) < 1e-4
+
+
+def test_only_adapters_fusion_lora_and_prompt_adapter_train(task):
+    model = build(task, prompt_adapter=True)
+    trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"wavlm_layer_weights", "whisper_branch", "wavlm_branch", "fusion", "prompt_adapter", "llm"}
+    llm_trainable = [n for n, p in model.decoder.llm.named_parameters() if p.requires_grad]
+    assert llm_trainable and all("lora" in n.lower() for n in llm_trainable)
+    model.train()
+    assert not model.encoder.whisper.training and not model.encoder.wavlm.training
+
+
+def test_stage_two_starts_from_a_stage_one_state(task):
+    stage1 = build(task)
+    stage2 = build(task, prompt_adapter=True)
+    stage2.load_state_dict(copy.deepcopy(stage1.state_dict()))
+    for (name, p1), (_, p2) in zip(stage1.decoder.named_parameters(), stage2.decoder.named_parameters()):
+        torch.testing.assert_close(p1, p2)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        stage1.load_state_dict({**stage1.state_dict(), "encoder.bogus": torch.zeros(1)})
