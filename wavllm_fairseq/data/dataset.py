@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
+from ..models.encoder_cache import audio_identity
 from .audio import AudioError, audio_info_frames, load_audio
 from .manifest import ManifestError, ManifestRow, read_manifest, resolve_audio_path
 
@@ -149,6 +150,8 @@ class WavLLMDataset(FairseqDataset):
             "suffix_lengths": torch.tensor([len(e.suffix) for e in examples]),
             "waves": waves,
             "wave_lengths": torch.tensor(lengths),
+            # Identity of each row's audio files, keying the model's cache of frozen-encoder output.
+            "audio_keys": [audio_identity(e.audio_paths) if e.audio_paths else "" for e in examples],
         }
         batch = {
             "id": torch.tensor([s["id"] for s in samples]),

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
 from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
 from .components import build_llm, build_wavlm, build_whisper
+from .encoder_cache import EncoderOutputCache
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,20 @@ class WavLLMConfig(FairseqDataclass):
     whisper_pad_to_30s: bool = field(
         default=True, metadata={"help": "pad audio to 30 s for Whisper, as it was trained (slower, exact)"}
     )
+    whisper_cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "folder caching the frozen Whisper encoder's output per audio file (keyed by the "
+                          "audio files and the encoder's weights); later epochs and decoding runs read it"},
+    )
     wavlm_path: Optional[str] = field(
         default=None, metadata={"help": "WavLM checkpoint: the authors' .pt or a Hugging Face folder; unset: random init"}
     )
     wavlm_preset: str = field(default="base_plus", metadata={"help": "WavLM size for random init"})
+    train_wavlm: bool = field(
+        default=False,
+        metadata={"help": "train the WavLM encoder instead of freezing it: for a randomly initialised one, "
+                          "where no pretrained weights exist (the small-real and demo recipes)"},
+    )
     llm_path: Optional[str] = field(
         default=None,
         metadata={"help": "LLM checkpoint: Meta folder, Hugging Face folder or GGUF file; unset: random init"},
@@ -71,6 +82,10 @@ class WavLLMEncoder(FairseqEncoder):
         # and state dict, so it is stored and trained once.
         self._llm = [llm]
         self.pad_to_30s = cfg.whisper_pad_to_30s
+        self.whisper_cache = None
+        if cfg.whisper_cache_dir:
+            variant = "pad30" if cfg.whisper_pad_to_30s else "unpadded"
+            self.whisper_cache = EncoderOutputCache(cfg.whisper_cache_dir, whisper, variant)
         dim = llm.cfg.dim
         widths = AdapterWidths.derive(whisper.cfg.n_audio_state, dim)
         self.wavlm_layer_weights = LayerWeightedSum(wavlm.num_hidden_states)
@@ -78,7 +93,8 @@ class WavLLMEncoder(FairseqEncoder):
         self.wavlm_branch = SpeechBranch(wavlm.cfg.encoder_embed_dim, widths.wavlm_mid, widths)
         self.fusion = SpeechFusion(widths, dim)
         self.prompt_adapter = PromptAwareLoraWeight(dim) if cfg.prompt_adapter else None
-        for module in (self.whisper, self.wavlm):
+        self.frozen = [self.whisper] if cfg.train_wavlm else [self.whisper, self.wavlm]
+        for module in self.frozen:
             module.requires_grad_(False)
 
     @property
@@ -88,14 +104,37 @@ class WavLLMEncoder(FairseqEncoder):
     def train(self, mode: bool = True):
         super().train(mode)
         # Frozen encoders always run in eval mode: no dropout, no masking.
-        self.whisper.eval()
-        self.wavlm.eval()
+        for module in self.frozen:
+            module.eval()
         return self
 
-    def encode_speech(self, waves: Tensor, wave_lengths: Tensor):
+    def encode_whisper(self, waves: Tensor, wave_lengths: Tensor, audio_keys: Optional[List[str]]):
+        """Whisper's last hidden state, read from the cache where it holds the clip."""
+        if self.whisper_cache is None or audio_keys is None:
+            with torch.no_grad():
+                return self.whisper.encode_waves(waves, wave_lengths, pad_to_30s=self.pad_to_30s)
+        outputs = [self.whisper_cache.get(k) for k in audio_keys]
+        missing = [i for i, o in enumerate(outputs) if o is None]
+        if missing:
+            rows = torch.tensor(missing, device=waves.device)
+            lengths = wave_lengths[rows]
+            with torch.no_grad():
+                hidden, hidden_lengths = self.whisper.encode_waves(
+                    waves[rows, : int(lengths.max())], lengths, pad_to_30s=self.pad_to_30s)
+            for j, i in enumerate(missing):
+                outputs[i] = hidden[j, : hidden_lengths[j]]
+                self.whisper_cache.put(audio_keys[i], outputs[i])
+        out_lengths = torch.tensor([len(o) for o in outputs], device=waves.device)
+        hidden = torch.zeros(len(outputs), int(out_lengths.max()), outputs[0].shape[-1], device=waves.device,
+                             dtype=outputs[0].dtype)
+        for i, o in enumerate(outputs):
+            hidden[i, : len(o)] = o.to(waves.device)
+        return hidden, out_lengths
+
+    def encode_speech(self, waves: Tensor, wave_lengths: Tensor, audio_keys: Optional[List[str]] = None):
         """Fused speech frames (B x N x D) and their lengths, for rows that have audio."""
-        with torch.no_grad():
-            semantic, semantic_lengths = self.whisper.encode_waves(waves, wave_lengths, pad_to_30s=self.pad_to_30s)
+        semantic, semantic_lengths = self.encode_whisper(waves, wave_lengths, audio_keys)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.wavlm not in self.frozen):
             states, acoustic_lengths, _ = self.wavlm(waves, wave_lengths)
         acoustic = self.wavlm_layer_weights(states)
         semantic, semantic_lengths = self.whisper_branch(semantic, semantic_lengths)
@@ -123,6 +162,7 @@ class WavLLMEncoder(FairseqEncoder):
         suffix_lengths: Tensor,
         waves: Tensor,
         wave_lengths: Tensor,
+        audio_keys: Optional[List[str]] = None,
         **unused,
     ) -> Dict[str, List[Tensor]]:
         bsz = src_tokens.shape[0]
@@ -134,7 +174,8 @@ class WavLLMEncoder(FairseqEncoder):
         speech = None
         if speech_rows.numel() > 0:
             max_wave = int(wave_lengths[speech_rows].max())
-            fused, fused_lengths = self.encode_speech(waves[speech_rows, :max_wave], wave_lengths[speech_rows])
+            keys = None if audio_keys is None else [audio_keys[i] for i in speech_rows.tolist()]
+            fused, fused_lengths = self.encode_speech(waves[speech_rows, :max_wave], wave_lengths[speech_rows], keys)
             speech = fused.new_zeros(bsz, fused.shape[1], fused.shape[2])
             speech[speech_rows] = fused.to(speech.dtype)
             speech_lengths[speech_rows] = fused_lengths

@@ -14,7 +14,6 @@ from omegaconf import II, MISSING
 
 from ..data.dataset import WavLLMDataset
 from ..data.dictionary import TokenizerDictionary
-from ..data.manifest import ManifestError
 from ..models.llama.templates import get_template
 from ..models.llama.tokenizer import load_tokenizer
 

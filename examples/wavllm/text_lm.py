@@ -1,0 +1,139 @@
+"""Stage 0 of the demo: a small LLaMA-architecture LM trained on the demo's text.
+
+WavLLM starts from a pretrained chat LLM. None small enough for a 2-core CPU exists offline, so
+the demo makes one: a tiny LLaMA that reads the demo's sentences in the chat template and does
+the text versions of the tasks (transcribing becomes copying, translating stays translating,
+questions are answered from the sentence). The sentence sits exactly where the speech frames
+will be, so stage 1 only has to teach the adapters to make speech look like that text to it.
+Speaker and speaking-rate tasks have no text version and are left to stages 1 and 2.
+
+The result is saved in Meta's format (``params.json`` + ``consolidated.00.pth``) and then
+loaded, frozen, by the recipe like any user LLaMA checkpoint.
+
+Usage::
+
+    python examples/wavllm/text_lm.py --corpus DIR --tokenizer spm.model --out LM_DIR [--steps 400]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from wavllm_fairseq.models.llama import LlamaConfig, LlamaModel, save_llama_meta
+from wavllm_fairseq.models.llama.templates import get_template
+from wavllm_fairseq.models.llama.tokenizer import load_tokenizer
+
+TEXT_TASKS = ("asr", "st", "sqa", "ii", "cot")
+"""Tasks whose answer follows from the spoken words alone."""
+
+
+@dataclass(frozen=True)
+class TextLMSize:
+    dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    ffn_dim: int = 768
+
+
+def text_examples(corpus: str, tokenizer, template) -> List[Tuple[List[int], int]]:
+    """(token ids, index of the first supervised token) per training example of the text tasks."""
+    examples = []
+    with open(os.path.join(corpus, "meta.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            if record["split"] != "train" or record["task"] not in TEXT_TASKS:
+                continue
+            prompt = template.encode_prompt(tokenizer, record["prompt"], with_speech=True)
+            spoken = tokenizer.encode(record["utterances"][0]["text"])
+            ids = prompt.prefix + spoken + prompt.suffix + template.encode_target(tokenizer, record["target"])
+            # The spoken words carry loss too: the LM learns the language, not only the answers.
+            examples.append((ids, len(prompt.prefix)))
+    if not examples:
+        raise ValueError(f"{corpus}/meta.jsonl has no training examples of the tasks {TEXT_TASKS}")
+    return examples
+
+
+def batch_tensors(batch: List[Tuple[List[int], int]], pad_id: int):
+    width = max(len(ids) for ids, _ in batch)
+    tokens = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    padding = torch.ones((len(batch), width), dtype=torch.bool)
+    for i, (ids, first) in enumerate(batch):
+        tokens[i, : len(ids)] = torch.tensor(ids)
+        labels[i, first : len(ids) - 1] = torch.tensor(ids[first + 1 :])
+        padding[i, : len(ids)] = False
+    return tokens, labels, padding
+
+
+def train_text_lm(
+    corpus: str, tokenizer_path: str, out: str, template_name: str = "llama2", steps: int = 400,
+    batch_size: int = 32, lr: float = 3e-3, seed: int = 0, size: TextLMSize = TextLMSize(), quiet: bool = False,
+) -> dict:
+    """Trains the LM and saves it under ``out``; returns the final loss and the wall time."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    tokenizer = load_tokenizer(tokenizer_path)
+    template = get_template(template_name)
+    examples = text_examples(corpus, tokenizer, template)
+    cfg = LlamaConfig(
+        dim=size.dim, n_layers=size.n_layers, n_heads=size.n_heads, n_kv_heads=size.n_heads,
+        vocab_size=tokenizer.vocab_size, ffn_dim=size.ffn_dim, max_seq_len=1024,
+    )
+    model = LlamaModel(cfg)
+    model.requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    start, loss = time.time(), float("nan")
+    model.train()
+    bar = tqdm(range(steps), desc="stage 0: text LM", unit="step", disable=quiet)
+    for _ in bar:
+        tokens, labels, pad = batch_tensors(rng.sample(examples, min(batch_size, len(examples))), pad_id=0)
+        positions = torch.arange(tokens.shape[1]).expand_as(tokens)
+        hidden, _ = model(model.tok_embeddings(tokens), positions, pad)
+        logits = model.output_logits(hidden)
+        loss_t = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss_t.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        loss = float(loss_t)
+        bar.set_postfix(loss=f"{loss:.3f}")
+    save_llama_meta(model, out)
+    return {"loss": loss, "seconds": time.time() - start, "examples": len(examples)}
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", required=True, help="the demo corpus folder (demo_corpus.py --out)")
+    parser.add_argument("--tokenizer", required=True, help="SentencePiece model")
+    parser.add_argument("--out", required=True, help="folder for params.json and consolidated.00.pth")
+    parser.add_argument("--template", default="llama2")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    result = train_text_lm(args.corpus, args.tokenizer, args.out, args.template, args.steps, args.batch_size,
+                           args.lr, args.seed, quiet=args.quiet)
+    print(f"text LM: loss {result['loss']:.3f} after {args.steps} steps in {result['seconds']:.0f} s", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()
