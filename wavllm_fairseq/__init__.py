@@ -1,1 +1,13 @@
-"""(registration imports restored at integration)"""
+"""WavLLM as a fairseq plugin: ``--user-dir wavllm_fairseq`` registers its task, model,
+criterion and scorer."""
+from .checkpoint_safety import allow_fairseq_checkpoints
+from .errors import install_excepthook
+
+allow_fairseq_checkpoints()
+install_excepthook()
+
+from . import criterions, models, scoring, tasks  # noqa: E402,F401  (registration)
+from .criterions import wavllm_cross_entropy  # noqa: E402,F401
+from .models import wavllm  # noqa: E402,F401
+from .scoring import accuracy  # noqa: E402,F401
+from .tasks import wavllm as wavllm_task  # noqa: E402,F401
