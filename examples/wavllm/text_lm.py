@@ -111,7 +111,7 @@ def train_text_lm(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        loss = float(loss_t)
+        loss = loss_t.item()
         bar.set_postfix(loss=f"{loss:.3f}")
     save_llama_meta(model, out)
     return {"loss": loss, "seconds": time.time() - start, "examples": len(examples)}

@@ -4,7 +4,6 @@ The prompt and speech positions never reach the loss: the decoder returns logits
 the target positions alone, and padding is ignored. The released code divides by a
 count that includes prompt tokens; we divide by supervised tokens (SPEC section 4).
 """
-from __future__ import annotations
 
 import math
 from collections import Counter

@@ -7,7 +7,6 @@ continuing that prompt: with teacher forcing in training, one token a step with 
 cache in fairseq's SequenceGenerator. Splitting it this way lets fairseq's beam search,
 sampling and scorers work unchanged.
 """
-from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields

@@ -1,5 +1,4 @@
 """``--scoring accuracy``: normalised exact match, for classification-style answers (SV, ER, SQA)."""
-from __future__ import annotations
 
 import re
 import string

@@ -1,5 +1,4 @@
 """The ``wavllm`` fairseq task: manifests in, batches of waves and templated prompts out."""
-from __future__ import annotations
 
 import logging
 import os
@@ -44,7 +43,8 @@ class WavLLMTaskConfig(FairseqDataclass):
     )
     mixture_weights: Optional[str] = field(
         default=None,
-        metadata={"help": "comma-separated weights, one per manifest of a comma-separated train subset"},
+        metadata={"help": "comma-separated weights, one per manifest of a comma-separated (train) subset; "
+                          "a subset of one manifest is read as it is"},
     )
     mixture_temperature: float = field(
         default=1.0,
@@ -100,7 +100,7 @@ class WavLLMTask(FairseqTask):
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         names = [s for s in split.split(",") if s]
         parts = [self._manifest(n) for n in names]
-        if len(parts) == 1 and self.cfg.mixture_weights is None:
+        if len(parts) == 1:  # validation and test sets: one manifest, no resampling
             self.datasets[split] = parts[0]
             return
         weights = [1.0] * len(parts)
@@ -115,7 +115,7 @@ class WavLLMTask(FairseqTask):
         logger.info("mixture of %s: sizes %s -> drawn per epoch %s", names, sizes, draws)
         self.datasets[split] = ConcatDataset(
             [
-                ResamplingDataset(p, replace=d > n, size_ratio=d / n, seed=self.cfg.seed, epoch=epoch)
+                p if d == n else ResamplingDataset(p, replace=d > n, size_ratio=d / n, seed=self.cfg.seed, epoch=epoch)
                 for p, n, d in zip(parts, sizes, draws)
             ]
         )

@@ -122,3 +122,20 @@ def test_unexpected_key_and_unknown_layouts(hf_folder, tmp_path):
     (tmp_path / "x.bin").write_bytes(b"not a gguf")
     with pytest.raises(CheckpointError, match="GGUF magic"):
         load_llama(str(tmp_path / "x.bin"))
+
+
+def test_save_llama_meta_round_trip(tmp_path):
+    from wavllm_fairseq.models.llama import LLAMA_PRESETS, LlamaModel, load_llama, save_llama_meta
+
+    torch.manual_seed(0)
+    model = LlamaModel(LLAMA_PRESETS["tiny_test"]).eval()
+    save_llama_meta(model, str(tmp_path / "lm"))
+    loaded = load_llama(str(tmp_path / "lm")).eval()
+    assert loaded.cfg == model.cfg
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 9))
+    pos = torch.arange(9).expand(2, 9)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    with torch.no_grad():
+        a = model.output_logits(model(model.tok_embeddings(ids), pos, pad)[0])
+        b = loaded.output_logits(loaded(loaded.tok_embeddings(ids), pos, pad)[0])
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -3,7 +3,7 @@
 The tokenizers and chat templates live in the ``tokenizer`` and ``templates`` submodules,
 imported directly by their users.
 """
-from .checkpoint import load_llama, read_llama_config
+from .checkpoint import load_llama, read_llama_config, save_llama_meta
 from .config import LLAMA_PRESETS, LlamaConfig, LoraConfig
 from .lora import load_lora_state_dict, lora_state_dict
 from .model import LlamaModel, reorder_cache
@@ -11,5 +11,5 @@ from .prompt_adapter import PromptAwareLoraWeight
 
 __all__ = [
     "LlamaConfig", "LLAMA_PRESETS", "LoraConfig", "LlamaModel", "reorder_cache", "PromptAwareLoraWeight",
-    "lora_state_dict", "load_lora_state_dict", "load_llama", "read_llama_config",
+    "lora_state_dict", "load_lora_state_dict", "load_llama", "read_llama_config", "save_llama_meta",
 ]

@@ -381,3 +381,21 @@ def load_llama(path: str, lora: Optional[LoraConfig] = None, device="cpu",
             layer.materialize_lora(device, dtype)
     model.tie_weights()
     return model
+
+
+def save_llama_meta(model: LlamaModel, folder: str) -> None:
+    """Writes the base weights (LoRA merged in if it is, never as separate tensors) in Meta's
+    format: ``params.json`` + ``consolidated.00.pth``, which :func:`load_llama` reads back."""
+    cfg = model.cfg
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    if cfg.tie_embeddings:
+        state.pop("output.weight", None)
+    params = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
+                  vocab_size=cfg.vocab_size, norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+                  max_seq_len=cfg.max_seq_len)
+    if cfg.rope_scaling:
+        params.update(use_scaled_rope=True, rope_scaling_factor=cfg.rope_scaling["factor"])
+    torch.save(state, os.path.join(folder, "consolidated.00.pth"))
+    with open(os.path.join(folder, "params.json"), "w", encoding="utf-8") as f:
+        json.dump(params, f, indent=1)

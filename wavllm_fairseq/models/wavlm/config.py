@@ -71,6 +71,7 @@ class WavLMConfig:
 
 
 _TINY_CONV = [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
+_SMALL_CONV = [(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2
 
 WAVLM_PRESETS: Dict[str, WavLMConfig] = {
     "base": WavLMConfig(),
@@ -78,6 +79,10 @@ WAVLM_PRESETS: Dict[str, WavLMConfig] = {
     "large": WavLMConfig(extractor_mode="layer_norm", encoder_layers=24, encoder_embed_dim=1024,
                          encoder_ffn_embed_dim=4096, encoder_attention_heads=16, layer_norm_first=True,
                          normalize_waveform=True),
+    # trained from scratch in the CPU demo: the real 320x downsampling, small widths
+    "small": WavLMConfig(conv_feature_layers=_SMALL_CONV, encoder_layers=2, encoder_embed_dim=96,
+                         encoder_ffn_embed_dim=192, encoder_attention_heads=4, conv_pos=32,
+                         conv_pos_groups=8, num_buckets=64, max_distance=128),
     # for tests: the real 320x downsampling, tiny widths
     "tiny_test": WavLMConfig(conv_feature_layers=_TINY_CONV, encoder_layers=2, encoder_embed_dim=32,
                              encoder_ffn_embed_dim=64, encoder_attention_heads=2, conv_pos=16,

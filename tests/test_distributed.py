@@ -1,0 +1,108 @@
+"""Two-process data-parallel training through fairseq's own distributed trainer, on CPU (gloo)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+# --import-mode=importlib does not put tests/ on sys.path (pytest.ini has no `pythonpath = tests`).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
+from test_pipeline import train_args  # noqa: E402
+
+# Runs fairseq-train, and before each checkpoint save writes this rank's trainable weights:
+# fairseq itself only saves on rank 0, and the point is to compare the ranks.
+RANK_WRAPPER = """
+import sys, torch
+from fairseq_cli import train  # first: it sets up fairseq's log format, which the test parses
+from fairseq import checkpoint_utils
+
+dump_prefix = sys.argv.pop(1)
+original_save = checkpoint_utils.save_checkpoint
+
+def save_with_rank_dump(cfg, trainer, epoch_itr, val_loss):
+    trainable = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    torch.save({"num_updates": trainer.get_num_updates(), "weights": trainable},
+               f"{dump_prefix}.rank{trainer.data_parallel_rank}.pt")
+    return original_save(cfg, trainer, epoch_itr, val_loss)
+
+checkpoint_utils.save_checkpoint = save_with_rank_dump
+sys.argv[0] = "fairseq-train"
+train.cli_main()
+"""
+
+BATCH_SIZE = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_inner_records(log):
+    return [json.loads(line[line.index("{"):]) for line in log.splitlines() if "| train_inner |" in line]
+
+
+def launch(corpus, save_dir, dump_prefix, extra):
+    """Starts one fairseq-train process (one epoch, batches of BATCH_SIZE rows) through the wrapper."""
+    # --max-tokens also caps an example's size (fairseq filters by it); here batches are by rows.
+    args = train_args(corpus, save_dir, 1000) + [
+        "--max-epoch", "1", "--batch-size", BATCH_SIZE, "--max-tokens", 10_000_000, *extra]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-c", RANK_WRAPPER, str(dump_prefix), *map(str, args)]
+    return subprocess.Popen(cmd, cwd=save_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=120):
+    out, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"fairseq-train failed ({proc.returncode}):\n{out[-6000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(speech_corpus, tmp_path_factory):
+    """A single-process epoch and a two-process epoch, run concurrently."""
+    single_dir = tmp_path_factory.mktemp("single")
+    dist_dir = tmp_path_factory.mktemp("dist")
+    init = f"tcp://127.0.0.1:{free_port()}"
+    procs = {"single": launch(speech_corpus, single_dir, single_dir / "dump", [])}
+    for rank in range(2):
+        procs[rank] = launch(
+            speech_corpus, dist_dir, dist_dir / "dump",
+            ["--distributed-world-size", 2, "--distributed-no-spawn", "--distributed-backend", "gloo",
+             "--ddp-backend", "legacy_ddp", "--distributed-init-method", init,
+             "--distributed-rank", rank, "--device-id", rank],
+        )
+    logs = {name: finish(p) for name, p in procs.items()}
+    return logs, single_dir, dist_dir
+
+
+def test_both_ranks_end_with_identical_trained_weights(runs):
+    _, _, dist_dir = runs
+    dumps = [torch.load(dist_dir / f"dump.rank{r}.pt") for r in range(2)]
+    assert dumps[0]["num_updates"] == dumps[1]["num_updates"] > 0
+    w0, w1 = dumps[0]["weights"], dumps[1]["weights"]
+    assert set(w0) == set(w1) and any(".lora_B" in k for k in w0)
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), name
+    # LoRA's B starts at zero: a non-zero B shows the updates really changed the weights compared.
+    assert any(w0[k].abs().sum() > 0 for k in w0 if k.endswith(".lora_B"))
+    assert (dist_dir / "checkpoint_last.pt").exists()
+
+
+def test_effective_batch_is_the_union_of_both_ranks(runs, speech_corpus):
+    logs, _, _ = runs
+    n_train = len((speech_corpus / "train.tsv").read_text().splitlines()) - 1  # minus the header
+    single, dist = train_inner_records(logs["single"]), train_inner_records(logs[0])
+    assert single and dist
+    assert {float(r["bsz"]) for r in single} == {BATCH_SIZE}
+    assert {float(r["bsz"]) for r in dist} == {2 * BATCH_SIZE}
+    # One epoch: every row once, so two ranks take half the updates.
+    assert max(int(r["num_updates"]) for r in single) == n_train // BATCH_SIZE
+    assert max(int(r["num_updates"]) for r in dist) == n_train // (2 * BATCH_SIZE)
+    assert train_inner_records(logs[1]) == [], "only rank 0 logs"
