@@ -21,7 +21,7 @@ VOICES = ["en-us", "en+m3", "en-us+f2"]
 PROMPT = "Transcribe the audio clip into text."
 
 
-def run_fairseq(tool: str, args, cwd, check=True):
+def _run_fairseq(tool: str, args, cwd, check=True):
     """Runs a fairseq console entry point in this interpreter; returns the completed process."""
     cmd = [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -68,3 +68,9 @@ def speech_corpus(tmp_path_factory):
         minloglevel=2,
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def run_fairseq():
+    """Runs a fairseq console entry point (train, generate, ...) in a subprocess of this interpreter."""
+    return _run_fairseq

@@ -94,7 +94,7 @@ def test_an_interrupted_stage_resumes_where_it_stopped_and_ends_with_the_same_we
     hydra_stage1(out, tmp_path / "straight", 8)
     hydra_stage1(out, tmp_path / "interrupted", 8, kill_after_save=4)
     resumed = hydra_stage1(out, tmp_path / "interrupted", 8)
-    assert "@ 4 updates" in resumed and "loaded checkpoint" in resumed
+    assert "@ 4 updates" in resumed and "Loaded checkpoint" in resumed
     assert [int(u) for u in updates_logged(resumed)] == [5, 6, 7, 8]
     straight = torch.load(tmp_path / "straight" / "checkpoint_last.pt")["model"]
     interrupted = torch.load(tmp_path / "interrupted" / "checkpoint_last.pt")["model"]
