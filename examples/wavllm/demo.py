@@ -113,10 +113,16 @@ def generate(data: str, subset: str, checkpoint: str, tokenizer: str, audio_root
             "--tokenizer-path", tokenizer, "--audio-root", audio_root, "--path", checkpoint,
             "--gen-subset", subset, "--beam", str(beam), "--max-tokens", "4000000", "--max-len-b", "60",
             "--cpu", "--scoring", scoring, "--results-path", results, "--log-format", "tqdm"]
-    cmd = [sys.executable, "-m", "fairseq_cli.generate", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"fairseq-generate failed on {subset}:\n{proc.stderr[-4000:]}")
+    # In this process: the plugin and fairseq are imported once for all test sets. Their INFO
+    # logs (the whole config, once per test set) would bury the scores.
+    import logging
+
+    from fairseq import options
+    from fairseq_cli.generate import main as generate_main
+
+    for name in ("fairseq", "fairseq_cli", "hydra"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    generate_main(options.parse_args_and_arch(options.get_generation_parser(), argv))
     text = open(os.path.join(results, f"generate-{subset}.txt"), encoding="utf-8").read()
     hyps = dict(re.findall(r"^D-(\d+)\t[^\t]*\t(.*)$", text, flags=re.M))
     refs = dict(re.findall(r"^T-(\d+)\t(.*)$", text, flags=re.M))
@@ -185,7 +191,7 @@ def run(out: str, size: str = "demo", quick: bool = False, workers: int = 2, see
     step("text LM (stage 0)")
     lm = os.path.join(out, "text_lm")
     if not os.path.exists(os.path.join(lm, "params.json")):
-        steps = text_lm_steps if text_lm_steps is not None else (10 if quick else 500)
+        steps = text_lm_steps if text_lm_steps is not None else (10 if quick else 300)
         text_lm.train_text_lm(corpus, tokenizer, lm, steps=steps, seed=seed)
 
     common = [f"common.user_dir={os.path.join(REPO, 'wavllm_fairseq')}", f"common.seed={seed}",

@@ -39,10 +39,10 @@ TEXT_TASKS = ("asr", "st", "sqa", "ii", "cot")
 
 @dataclass(frozen=True)
 class TextLMSize:
-    dim: int = 256
-    n_layers: int = 4
+    dim: int = 192
+    n_layers: int = 3
     n_heads: int = 4
-    ffn_dim: int = 768
+    ffn_dim: int = 512
 
 
 def text_examples(corpus: str, tokenizer, template) -> List[Tuple[List[int], int]]:

@@ -86,7 +86,8 @@ def hydra_stage1(out, save, max_update, kill_after_save=None):
 
 
 def updates_logged(log):
-    return [json.loads(line[line.index("{"):])["num_updates"] for line in log.splitlines() if "| train_inner |" in line]
+    """Update numbers of the per-update log lines (hydra's log format: ``[time][train_inner][INFO] - {json}``)."""
+    return [json.loads(line[line.index("{"):])["num_updates"] for line in log.splitlines() if "[train_inner]" in line]
 
 
 def test_an_interrupted_stage_resumes_where_it_stopped_and_ends_with_the_same_weights(demo_run, tmp_path):

@@ -143,3 +143,16 @@ def test_stage_two_starts_from_a_stage_one_state(task):
         torch.testing.assert_close(p1, p2)
     with pytest.raises(RuntimeError, match="unexpected"):
         stage1.load_state_dict({**stage1.state_dict(), "encoder.bogus": torch.zeros(1)})
+
+
+def test_activation_checkpointing_gives_the_same_gradients(task):
+    grads = []
+    for checkpointing in (False, True):
+        model = build(task, prompt_adapter=True, activation_checkpointing=checkpointing).train()
+        b = batch(task, mixed(task))
+        loss, _, _ = WavLLMCrossEntropy(task)(model, b)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any("lora" in n for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)

@@ -65,6 +65,11 @@ class WavLLMConfig(FairseqDataclass):
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha (scale alpha / r without the prompt adapter)"})
     lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
     lora_targets: str = field(default="q,k,v,o", metadata={"help": "projections with LoRA: q,k,v,o,gate,up,down"})
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute the LLM's blocks in the backward pass instead of storing their activations "
+                          "(less memory, ~30% more compute); the frozen encoders keep no activations anyway"},
+    )
     prompt_adapter: bool = field(
         default=False, metadata={"help": "stage 2: scale LoRA per prompt with the prompt-aware weight adapter"}
     )
@@ -288,6 +293,7 @@ class WavLLMModel(FairseqEncoderDecoderModel):
             targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()),
         )
         llm = build_llm(cfg, lora, vocab_size=task.target_dictionary.vocab_size)
+        llm.activation_checkpointing = cfg.activation_checkpointing
         encoder = WavLLMEncoder(cfg, build_whisper(cfg), build_wavlm(cfg), llm)
         return cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
 

@@ -14,6 +14,7 @@ import math
 from typing import List, Optional, Tuple
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -140,6 +141,8 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(cfg, lora) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.activation_checkpointing = False
+        """Recompute each block in the backward pass instead of storing its activations (training only)."""
         self._init_base_weights()
         self.tie_weights()
         for name, p in self.named_parameters():
@@ -221,7 +224,11 @@ class LlamaModel(nn.Module):
         new_past: List[KeyValue] = []
         for i, layer in enumerate(self.layers):
             past = None if past_key_values is None else past_key_values[i]
-            x, kv = layer(x, cos, sin, mask, past, lora_weight, use_lora)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x, kv = torch.utils.checkpoint.checkpoint(
+                    layer, x, cos, sin, mask, past, lora_weight, use_lora, use_reentrant=False)
+            else:
+                x, kv = layer(x, cos, sin, mask, past, lora_weight, use_lora)
             if use_cache:
                 new_past.append(kv)
         if final_norm:
