@@ -29,13 +29,13 @@ import torch
 from torch import Tensor
 
 from ..checkpoint_errors import CheckpointError
+from ..checkpoint_files import HF_WEIGHT_FILES, hugging_face_weight_files, is_hugging_face_folder, load_torch_file
 from .config import ROPE_SCALING_KEYS, LlamaConfig, LoraConfig
 from .lora import LoraLinear
 from .model import LlamaModel, rope_inverse_frequencies
 
 META, HUGGING_FACE, GGUF = "meta", "huggingface", "gguf"
 
-_HF_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin")
 
 # Per-block parameters: (our name, Hugging Face name, GGUF name, Meta shard concat dim or None if replicated).
 _BLOCK_KEYS: List[Tuple[str, str, str, Optional[int]]] = [
@@ -83,11 +83,10 @@ def detect_format(path: str) -> str:
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "params.json")) and _meta_shards(path):
             return META
-        if os.path.isfile(os.path.join(path, "config.json")) and any(
-                os.path.isfile(os.path.join(path, name)) for name in _HF_WEIGHT_FILES):
+        if is_hugging_face_folder(path):
             return HUGGING_FACE
         raise CheckpointError(path, "folder is neither Meta (params.json + consolidated.*.pth) nor Hugging Face "
-                                    f"(config.json + one of {', '.join(_HF_WEIGHT_FILES)})")
+                                    f"(config.json + one of {', '.join(HF_WEIGHT_FILES)})")
     raise CheckpointError(path, "no such file or folder")
 
 
@@ -111,18 +110,11 @@ def _meta_shards(path: str) -> List[str]:
     return sorted(glob.glob(os.path.join(path, "consolidated.*.pth")))
 
 
-def _torch_load(path: str) -> Dict[str, Tensor]:
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / EOFError / pickle errors for damaged files
-        raise CheckpointError(path, f"unreadable PyTorch file, truncated or damaged ({type(e).__name__}: {e})") from e
-
-
 def _meta_config(path: str) -> Tuple[LlamaConfig, List[Dict[str, Tensor]]]:
     params_path = os.path.join(path, "params.json")
     params = _read_json(params_path)
     shards = _meta_shards(path)
-    states = [_torch_load(s) for s in shards]  # memory-mapped: no tensor data is read yet
+    states = [load_torch_file(s, mmap=True) for s in shards]  # memory-mapped: no tensor data is read yet
     first = states[0]
     for key in ("tok_embeddings.weight", "layers.0.feed_forward.w1.weight"):
         if key not in first:
@@ -197,17 +189,6 @@ def _hf_config(path: str) -> Tuple[LlamaConfig, None]:
     ), None
 
 
-def _hf_files(path: str) -> List[str]:
-    index = os.path.join(path, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        weight_map = _require(index, _read_json(index), "weight_map")
-        return [os.path.join(path, f) for f in sorted(set(weight_map.values()))]
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if os.path.isfile(os.path.join(path, name)):
-            return [os.path.join(path, name)]
-    raise CheckpointError(path, f"no weights: none of {', '.join(_HF_WEIGHT_FILES)}")
-
-
 def _read_file_lazily(file: str) -> Iterator[Tuple[str, Callable[[], Tensor], Tuple[int, ...]]]:
     """(name, loader, shape) of each tensor in a safetensors or PyTorch file, reading on demand."""
     if file.endswith(".safetensors"):
@@ -222,7 +203,7 @@ def _read_file_lazily(file: str) -> Iterator[Tuple[str, Callable[[], Tensor], Tu
             raise CheckpointError(
                 file, f"unreadable safetensors file, truncated or damaged ({type(e).__name__}: {e})") from e
     else:
-        state = _torch_load(file)
+        state = load_torch_file(file, mmap=True)
         for key, tensor in state.items():
             yield key, (lambda t=tensor: t), tuple(tensor.shape)
 
@@ -236,7 +217,7 @@ def _unpermute_rotary(w: Tensor, n_heads: int) -> Tensor:
 def _hf_tensors(path: str, cfg: LlamaConfig, _, expected) -> Iterator[Tuple[str, Tensor, str, str]]:
     names = _key_map(cfg, 1)
     heads = {"attention.wq.weight": cfg.n_heads, "attention.wk.weight": cfg.n_kv_heads}
-    for file in _hf_files(path):
+    for file in hugging_face_weight_files(path):
         for key, load, shape in _read_file_lazily(file):
             if _IGNORED.search(key) or (key == "lm_head.weight" and cfg.tie_embeddings):
                 continue

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint_errors import CheckpointError
+from ..checkpoint_files import load_torch_file, read_hugging_face_tensors
 from .config import WavLMConfig
 from .model import WavLMEncoder
 
@@ -64,7 +65,6 @@ _TRAINING_ONLY = {"mask_emb", "masked_spec_embed"}
 # Pre-norm models apply the encoder's last norm after every hidden state we return.
 _FINAL_NORM = {"encoder.layer_norm.weight", "encoder.layer_norm.bias"}
 _POS_CONV = "encoder.pos_conv.conv."
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # The authors' WavLMConfig defaults for fields that older cfg dicts may leave out.
 _AUTHORS_CFG_DEFAULTS = {"conv_bias": False, "conv_pos": 128, "conv_pos_groups": 16,
@@ -140,10 +140,7 @@ def _authors_config(cfg: Mapping, path: str) -> WavLMConfig:
 
 
 def _read_authors(path: str) -> Tuple[WavLMConfig, Dict[str, Tensor], str, KeyTable]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or truncated files
-        raise CheckpointError(path, f"cannot read as a torch checkpoint: {error}") from error
+    checkpoint = load_torch_file(path)
     if not isinstance(checkpoint, dict) or "cfg" not in checkpoint or "model" not in checkpoint:
         raise CheckpointError(path, "not a WavLM checkpoint of the authors' format (needs 'cfg' and 'model')")
     cfg = _authors_config(checkpoint["cfg"], path)
@@ -190,18 +187,7 @@ def _hugging_face_config(path: str) -> WavLMConfig:
 
 def _read_hugging_face(path: str) -> Tuple[WavLMConfig, Dict[str, Tensor], str, KeyTable]:
     cfg = _hugging_face_config(path)
-    weights = next((os.path.join(path, name) for name in _HF_WEIGHT_FILES
-                    if os.path.isfile(os.path.join(path, name))), None)
-    if weights is None:
-        raise CheckpointError(path, f"no weights file (one of {', '.join(_HF_WEIGHT_FILES)})")
-    try:
-        if weights.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            tensors = load_file(weights)
-        else:
-            tensors = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as error:  # safetensors and torch raise many types for corrupt files
-        raise CheckpointError(weights, f"cannot read the weights: {error}") from error
+    tensors, weights = read_hugging_face_tensors(path)
     # task models (WavLMForCTC, ...) keep the encoder under "wavlm." next to their heads
     if any(key.startswith("wavlm.") for key in tensors):
         tensors = {key[len("wavlm."):]: value for key, value in tensors.items() if key.startswith("wavlm.")}

@@ -26,12 +26,12 @@ import torch
 from torch import Tensor
 
 from ..checkpoint_errors import CheckpointError
+from ..checkpoint_files import HF_WEIGHT_FILES, is_hugging_face_folder, load_torch_file, read_hugging_face_tensors
 from .config import WhisperEncoderConfig
 from .model import WhisperEncoder
 
 OPENAI, HUGGING_FACE, CTRANSLATE2 = "openai", "huggingface", "ctranslate2"
 
-_HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 # Hugging Face (after its "model." / no prefix) -> openai-whisper names.
 _HF_TO_OPENAI: List[Tuple[str, str]] = [
@@ -82,11 +82,10 @@ def detect_format(path: str) -> str:
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "model.bin")):
             return CTRANSLATE2
-        if os.path.isfile(os.path.join(path, "config.json")) and any(
-                os.path.isfile(os.path.join(path, name)) for name in _HF_WEIGHT_FILES):
+        if is_hugging_face_folder(path):
             return HUGGING_FACE
         raise CheckpointError(path, "folder is neither CTranslate2 (model.bin) nor Hugging Face "
-                                    f"(config.json + one of {', '.join(_HF_WEIGHT_FILES)})")
+                                    f"(config.json + one of {', '.join(HF_WEIGHT_FILES)})")
     raise CheckpointError(path, "no such file or folder")
 
 
@@ -200,10 +199,7 @@ def _read_ctranslate2(path: str) -> Tuple[WhisperEncoderConfig, Dict[str, Tensor
 # ---------------------------------------------------------------- openai-whisper and Hugging Face
 
 def _read_openai(path: str) -> Tuple[WhisperEncoderConfig, Dict[str, Tensor], str]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or truncated files
-        raise CheckpointError(path, f"cannot read as a torch checkpoint: {error}") from error
+    checkpoint = load_torch_file(path)
     if not isinstance(checkpoint, dict) or "dims" not in checkpoint or "model_state_dict" not in checkpoint:
         raise CheckpointError(path, "not an openai-whisper checkpoint (needs 'dims' and 'model_state_dict')")
     dims = checkpoint["dims"]
@@ -213,27 +209,6 @@ def _read_openai(path: str) -> Tuple[WhisperEncoderConfig, Dict[str, Tensor], st
     except KeyError as error:
         raise CheckpointError(path, "dims lack an encoder size", key=f"dims.{error.args[0]}") from error
     return cfg, checkpoint["model_state_dict"], path
-
-
-def _load_hf_tensors(path: str) -> Tuple[Dict[str, Tensor], str]:
-    single, index = os.path.join(path, "model.safetensors"), os.path.join(path, "model.safetensors.index.json")
-    try:
-        if os.path.isfile(single) or os.path.isfile(index):
-            from safetensors.torch import load_file
-            if os.path.isfile(single):
-                return load_file(single), single
-            with open(index) as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-            tensors: Dict[str, Tensor] = {}
-            for shard in shards:
-                tensors.update(load_file(os.path.join(path, shard)))
-            return tensors, index
-        weights = os.path.join(path, "pytorch_model.bin")
-        return torch.load(weights, map_location="cpu", weights_only=True), weights
-    except CheckpointError:
-        raise
-    except Exception as error:
-        raise CheckpointError(path, f"cannot read the Hugging Face weights: {error}") from error
 
 
 def _read_hugging_face(path: str) -> Tuple[WhisperEncoderConfig, Dict[str, Tensor], str]:
@@ -248,7 +223,7 @@ def _read_hugging_face(path: str) -> Tuple[WhisperEncoderConfig, Dict[str, Tenso
         raise CheckpointError(config_path, "config lacks an encoder size", key=error.args[0]) from error
     except (OSError, ValueError) as error:
         raise CheckpointError(config_path, f"cannot read: {error}") from error
-    tensors, weights_path = _load_hf_tensors(path)
+    tensors, weights_path = read_hugging_face_tensors(path)
     state: Dict[str, Tensor] = {}
     for name, value in tensors.items():
         name = name[len("model."):] if name.startswith("model.") else name
