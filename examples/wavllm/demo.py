@@ -191,7 +191,7 @@ def run(out: str, size: str = "demo", quick: bool = False, workers: int = 2, see
     step("text LM (stage 0)")
     lm = os.path.join(out, "text_lm")
     if not os.path.exists(os.path.join(lm, "params.json")):
-        steps = text_lm_steps if text_lm_steps is not None else (10 if quick else 300)
+        steps = text_lm_steps if text_lm_steps is not None else (10 if quick else 600)
         text_lm.train_text_lm(corpus, tokenizer, lm, steps=steps, seed=seed)
 
     common = [f"common.user_dir={os.path.join(REPO, 'wavllm_fairseq')}", f"common.seed={seed}",

@@ -23,13 +23,16 @@ Tasks and targets:
 - ``asr``: the English sentence, lower case, no punctuation.
 - ``st``: its German translation.
 - ``sv``: two utterances joined by a pause; "Yes" if one speaker said both, else "No" (balanced).
+  Speakers have a low or a high base pitch, and a "No" clip joins one of each: a voice change
+  that a model trained for minutes on a CPU can learn.
 - ``rate``: speaking rate, standing in for emotion recognition: "slow" (80-100 words per minute),
   "normal" (165-190) or "fast" (280-320), balanced. Chosen over pitch because eSpeak voices
   differ in base pitch (male/female variants), while rate classes this far apart do not overlap.
 - ``sqa``: a question about the sentence (its animal, colour, object or verb) with four options
-  in the prompt; the target is the letter and the option, e.g. "B. dog" (letters balanced).
+  in the prompt, e.g. "Options: cat, dog, fox, pig."; the target is the right option, e.g. "dog"
+  (its place among the options balanced).
 - ``ii`` (stage 2): transcribe, then answer an sqa question; target
-  "Transcript: <sentence> Answer: <letter>. <option>".
+  "Transcript: <sentence> Answer: <option>".
 - ``cot`` (stage 2): transcribe, then translate the transcript; target
   "Transcript: <sentence> Translation: <German>".
 
@@ -163,10 +166,13 @@ TRAIN_VOICES = (
 )
 TEST_VOICES = ("en-us+f2", "en+m3", "en-gb-scotland+f1", "en-029+m7")
 """Voices of the test split only."""
-SPEAKER_PITCH_RANGE = (35, 65)
+SPEAKER_PITCH_RANGES = ((35, 45), (55, 65))
+"""Low and high base pitches (eSpeak's 0-99 scale): speakers alternate between the two."""
 NORMAL_RATE_RANGE = (150, 200)
 """Words per minute for every task but ``rate``."""
 RATE_CLASSES = {"slow": (80, 100), "normal": (165, 190), "fast": (280, 320)}
+SPEECH_ONLY_ANSWERS = {"sv": ("Yes", "No"), "rate": tuple(RATE_CLASSES)}
+"""Tasks whose answer only the sound tells (not the words), and their answers."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +184,13 @@ class Speaker:
 def speakers(seed: int, split: str) -> List[Speaker]:
     """The split's speakers: an eSpeak voice with a fixed pitch (the same for train and valid)."""
     rng = random.Random(f"{seed}/speakers")
-    pitches = {v: rng.randint(*SPEAKER_PITCH_RANGE) for v in TRAIN_VOICES + TEST_VOICES}
+    pitches = {v: rng.randint(*SPEAKER_PITCH_RANGES[i % 2]) for i, v in enumerate(TRAIN_VOICES + TEST_VOICES)}
     voices = TEST_VOICES if split == "test" else TRAIN_VOICES
     return [Speaker(v, pitches[v]) for v in voices]
+
+
+def is_high_pitch(speaker: Speaker) -> bool:
+    return speaker.pitch >= SPEAKER_PITCH_RANGES[1][0]
 
 
 # ---------------------------------------------------------------- prompts and target formats
@@ -210,7 +220,7 @@ SQA_QUESTIONS = {  # question kind -> (question, vocabulary of options)
     "object": ("What object is mentioned?", list(THINGS)),
     "action": ("What does the animal do with the object?", list(VERBS)),
 }
-LETTERS = "ABCD"
+N_OPTIONS = 4
 STAGE1_TASKS = ("asr", "st", "sv", "rate", "sqa")
 STAGE2_TASKS = ("ii", "cot")
 
@@ -246,15 +256,14 @@ def _balanced(rng: random.Random, choices: Sequence, n: int) -> list:
     return values
 
 
-def _sqa_question(rng: random.Random, sentence: Sentence, kind: str, letter: str) -> Tuple[str, str, str]:
-    """(question, options text, answer) with the correct option at ``letter``."""
+def _sqa_question(rng: random.Random, sentence: Sentence, kind: str, place: int) -> Tuple[str, str, str]:
+    """(question, options text, answer) with the correct option at ``place`` among the options."""
     question, vocabulary = SQA_QUESTIONS[kind]
     correct = {"animal": sentence.animal, "color": sentence.color, "object": sentence.thing,
                "action": sentence.verb}[kind]
-    options = rng.sample([w for w in vocabulary if w != correct], len(LETTERS) - 1)
-    options.insert(LETTERS.index(letter), correct)
-    text = " ".join(f"{l}. {o}" for l, o in zip(LETTERS, options))
-    return question, text, f"{letter}. {correct}"
+    options = rng.sample([w for w in vocabulary if w != correct], N_OPTIONS - 1)
+    options.insert(place, correct)
+    return question, f"Options: {', '.join(options)}.", correct
 
 
 def plan_task(task: str, split: str, n: int, seed: int) -> List[Example]:
@@ -264,10 +273,10 @@ def plan_task(task: str, split: str, n: int, seed: int) -> List[Example]:
     held_out = split == "test"
     if task not in PROMPTS:
         raise ValueError(f"unknown task {task!r}; tasks are {', '.join(STAGE1_TASKS + STAGE2_TASKS)}")
-    # Balanced classes: sv answers, rate classes, sqa/ii question kinds; and sqa/ii answer letters.
-    classes = {"sv": ["Yes", "No"], "rate": list(RATE_CLASSES), "sqa": list(SQA_QUESTIONS), "ii": list(SQA_QUESTIONS)}
+    # Balanced classes: sv answers, rate classes, sqa/ii question kinds; and sqa/ii answer places.
+    classes = {**SPEECH_ONLY_ANSWERS, "sqa": list(SQA_QUESTIONS), "ii": list(SQA_QUESTIONS)}
     labels = _balanced(rng, classes.get(task, [None]), n)
-    letters = _balanced(rng, list(LETTERS), n)
+    places = _balanced(rng, list(range(N_OPTIONS)), n)
     examples = []
     for i in range(n):
         sentence = sample_sentence(rng, held_out)
@@ -281,7 +290,8 @@ def plan_task(task: str, split: str, n: int, seed: int) -> List[Example]:
         elif task == "st":
             target = sentence.german()
         elif task == "sv":
-            second_speaker = speaker if labels[i] == "Yes" else rng.choice([s for s in pool if s != speaker])
+            other_pitch = [s for s in pool if is_high_pitch(s) != is_high_pitch(speaker)]
+            second_speaker = speaker if labels[i] == "Yes" else rng.choice(other_pitch)
             second = sample_sentence(rng, held_out)
             utterances.append(Utterance(second.english(), second_speaker.voice,
                                         rng.randint(*NORMAL_RATE_RANGE), second_speaker.pitch))
@@ -291,7 +301,7 @@ def plan_task(task: str, split: str, n: int, seed: int) -> List[Example]:
             utterances[0].rate = rng.randint(*RATE_CLASSES[labels[i]])
             target = labels[i]
         elif task in ("sqa", "ii"):
-            question, options, answer = _sqa_question(rng, sentence, labels[i], letters[i])
+            question, options, answer = _sqa_question(rng, sentence, labels[i], places[i])
             prompt = prompt.format(question=question, options=options)
             target = answer if task == "sqa" else TARGET_FORMATS["ii"].format(
                 transcript=sentence.english(), answer=answer)

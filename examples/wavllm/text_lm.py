@@ -5,7 +5,10 @@ the demo makes one: a tiny LLaMA that reads the demo's sentences in the chat tem
 the text versions of the tasks (transcribing becomes copying, translating stays translating,
 questions are answered from the sentence). The sentence sits exactly where the speech frames
 will be, so stage 1 only has to teach the adapters to make speech look like that text to it.
-Speaker and speaking-rate tasks have no text version and are left to stages 1 and 2.
+Speaker and speaking-rate answers do not follow from the words: the LM sees each of those prompts
+once with every possible answer, so it learns the answer format (a pretrained chat LLM knows how
+to answer yes or no) and a uniform prior, and cannot tie an answer to a sentence; the answers
+themselves are learnt from the speech in stages 1 and 2.
 
 The result is saved in Meta's format (``params.json`` + ``consolidated.00.pth``) and then
 loaded, frozen, by the recipe like any user LLaMA checkpoint.
@@ -33,8 +36,9 @@ from wavllm_fairseq.models.llama import LlamaConfig, LlamaModel, save_llama_meta
 from wavllm_fairseq.models.llama.templates import get_template
 from wavllm_fairseq.models.llama.tokenizer import load_tokenizer
 
-TEXT_TASKS = ("asr", "st", "sqa", "ii", "cot")
-"""Tasks whose answer follows from the spoken words alone."""
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import demo_corpus  # noqa: E402
+
 
 
 @dataclass(frozen=True)
@@ -46,20 +50,21 @@ class TextLMSize:
 
 
 def text_examples(corpus: str, tokenizer, template) -> List[Tuple[List[int], int]]:
-    """(token ids, index of the first supervised token) per training example of the text tasks."""
+    """(token ids, index of the first supervised token) per training example, the words in place of the speech."""
     examples = []
     with open(os.path.join(corpus, "meta.jsonl"), encoding="utf-8") as f:
         for line in f:
             record = json.loads(line)
-            if record["split"] != "train" or record["task"] not in TEXT_TASKS:
+            if record["split"] != "train":
                 continue
             prompt = template.encode_prompt(tokenizer, record["prompt"], with_speech=True)
-            spoken = tokenizer.encode(record["utterances"][0]["text"])
-            ids = prompt.prefix + spoken + prompt.suffix + template.encode_target(tokenizer, record["target"])
-            # The spoken words carry loss too: the LM learns the language, not only the answers.
-            examples.append((ids, len(prompt.prefix)))
+            spoken = tokenizer.encode(" ".join(u["text"] for u in record["utterances"]))
+            for answer in demo_corpus.SPEECH_ONLY_ANSWERS.get(record["task"], [record["target"]]):
+                ids = prompt.prefix + spoken + prompt.suffix + template.encode_target(tokenizer, answer)
+                # The spoken words carry loss too: the LM learns the language, not only the answers.
+                examples.append((ids, len(prompt.prefix)))
     if not examples:
-        raise ValueError(f"{corpus}/meta.jsonl has no training examples of the tasks {TEXT_TASKS}")
+        raise ValueError(f"{corpus}/meta.jsonl has no training examples")
     return examples
 
 

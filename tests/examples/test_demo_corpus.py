@@ -85,15 +85,19 @@ def test_labels_are_balanced_and_consistent(corpus):
     for r in sv:
         speakers = {(u["voice"], u["pitch"]) for u in meta[r.id]["utterances"]}
         assert len(meta[r.id]["utterances"]) == 2 and len(speakers) == (1 if r.tgt_text == "Yes" else 2)
+        pitches = [u["pitch"] for u in meta[r.id]["utterances"]]
+        if r.tgt_text == "No":  # one low-pitched and one high-pitched speaker
+            assert min(pitches) < demo_corpus.SPEAKER_PITCH_RANGES[0][1] < demo_corpus.SPEAKER_PITCH_RANGES[1][0] <= max(pitches)
     for r in manifests["manifests/train_rate"]:
         low, high = demo_corpus.RATE_CLASSES[r.tgt_text]
         assert low <= meta[r.id]["utterances"][0]["rate"] <= high
-    letters = collections.Counter()
+    places = collections.Counter()
     for r in (r for rows in manifests.values() for r in rows if r.task in ("sqa", "ii")):
         answer = r.tgt_text.split("Answer: ")[-1]
-        assert answer in r.prompt  # "B. dog" is one of the options
-        letters[answer[0]] += 1
-    assert set(letters) == set("ABCD")
+        options = r.prompt.split("Options: ")[1].rstrip(".").split(", ")
+        assert len(options) == demo_corpus.N_OPTIONS and options.count(answer) == 1
+        places[options.index(answer)] += 1
+    assert set(places) == set(range(demo_corpus.N_OPTIONS))
 
 
 def test_targets_follow_the_task_formats(corpus):

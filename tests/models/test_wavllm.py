@@ -148,11 +148,55 @@ def test_stage_two_starts_from_a_stage_one_state(task):
 def test_activation_checkpointing_gives_the_same_gradients(task):
     grads = []
     for checkpointing in (False, True):
-        model = build(task, prompt_adapter=True, activation_checkpointing=checkpointing).train()
+        model = build(task, prompt_adapter=True, train_wavlm=True, activation_checkpointing=checkpointing).train()
         b = batch(task, mixed(task))
         loss, _, _ = WavLLMCrossEntropy(task)(model, b)
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys() and any("lora" in n for n in grads[0])
+    assert grads[0].keys() == grads[1].keys()
+    assert any("lora" in n for n in grads[0]) and any(n.startswith("encoder.wavlm.encoder.layers") for n in grads[0])
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def generation_cfg(beam):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"generation": {"beam": beam, "print_alignment": False, "no_beamable_mm": False}})
+
+
+@pytest.mark.parametrize("prompt_adapter", [False, True])
+def test_generation_merges_lora_when_its_scale_is_fixed_and_decodes_the_same(task, prompt_adapter):
+    model = build(task, prompt_adapter=prompt_adapter)
+    b = batch(task, mixed(task))
+    gen = SequenceGenerator([model], task.target_dictionary, beam_size=2, max_len_b=6)
+    with torch.no_grad():
+        before = gen.generate([model], b)
+        model.prepare_for_inference_(generation_cfg(2))
+        after = gen.generate([model], b)
+    merged = [layer.merged for layer in model.decoder.llm.lora_layers()]
+    # A per-prompt LoRA weight cannot be folded into shared weights: stage-2 models stay unmerged.
+    assert merged and all(m != prompt_adapter for m in merged)
+    for x, y in zip(before, after):
+        assert x[0]["tokens"].tolist() == y[0]["tokens"].tolist()
+        assert abs(float(x[0]["score"]) - float(y[0]["score"])) < 1e-4
+
+
+def test_checkpoint_leaves_out_the_frozen_pretrained_llm_and_reloads_from_its_path(task, tmp_path):
+    from wavllm_fairseq.models.llama.checkpoint import save_llama_meta
+
+    llm_dir = tmp_path / "llm"
+    save_llama_meta(build(task).decoder.llm, str(llm_dir))
+    model = build(task, llm_path=str(llm_dir), prompt_adapter=True)
+    state = model.state_dict()
+    base = [k for k in state if k.startswith("decoder.llm.") and "lora" not in k.lower()]
+    lora = [k for k in state if "lora" in k.lower()]
+    assert not base and lora and any(k.startswith("encoder.prompt_adapter.") for k in state)
+    saved_llm = sum(v.numel() for k, v in state.items() if k.startswith("decoder.llm."))
+    lora_params = sum(p.numel() for n, p in model.decoder.llm.named_parameters() if "lora" in n.lower())
+    assert saved_llm == lora_params < sum(p.numel() for p in model.decoder.llm.parameters()) / 10
+    again = build(task, llm_path=str(llm_dir), prompt_adapter=True)
+    again.load_state_dict(state)
+    b = batch(task, mixed(task))
+    with torch.no_grad():
+        torch.testing.assert_close(again(**b["net_input"])[0], model(**b["net_input"])[0])

@@ -68,7 +68,8 @@ class WavLLMConfig(FairseqDataclass):
     activation_checkpointing: bool = field(
         default=False,
         metadata={"help": "recompute the LLM's blocks in the backward pass instead of storing their activations "
-                          "(less memory, ~30% more compute); the frozen encoders keep no activations anyway"},
+                          "and, with --train-wavlm, WavLM's layers (less memory, ~30% more compute); frozen encoders "
+                          "keep no activations anyway"},
     )
     prompt_adapter: bool = field(
         default=False, metadata={"help": "stage 2: scale LoRA per prompt with the prompt-aware weight adapter"}
@@ -100,6 +101,8 @@ class WavLLMEncoder(FairseqEncoder):
         self.frozen = [self.whisper] if cfg.train_wavlm else [self.whisper, self.wavlm]
         for module in self.frozen:
             module.requires_grad_(False)
+        # Frozen encoders run without autograd and keep no activations; a trained WavLM does.
+        self.wavlm.encoder.activation_checkpointing = cfg.activation_checkpointing
 
     @property
     def llm(self) -> LlamaModel:
@@ -310,6 +313,13 @@ class WavLLMModel(FairseqEncoderDecoderModel):
 
     def max_positions(self):
         return None
+
+    def prepare_for_inference_(self, cfg):
+        """fairseq-generate calls this once per model. Without the prompt adapter LoRA has one fixed
+        scale, so it is folded into the base weights: decoding then costs what the plain LLM costs."""
+        super().prepare_for_inference_(cfg)
+        if self.encoder.prompt_adapter is None and self.decoder.llm.lora_layers():
+            self.decoder.llm.merge_lora()
 
     def _is_external(self, key: str, trainable: set) -> bool:
         return key not in trainable and any(key.startswith(p) for p in self.external_prefixes)

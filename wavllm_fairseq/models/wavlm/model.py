@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .config import WavLMConfig
@@ -194,6 +195,8 @@ class Encoder(nn.Module):
         self.layer_norm = None if cfg.layer_norm_first else nn.LayerNorm(cfg.encoder_embed_dim, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList([EncoderLayer(cfg, cfg.relative_position_embedding and i == 0)
                                      for i in range(cfg.encoder_layers)])
+        self.activation_checkpointing = False
+        """Recompute each layer in the backward pass instead of storing its activations (training only)."""
 
     def forward(self, x: Tensor, padding: Tensor) -> List[Tensor]:
         keep = (~padding)[..., None].to(x.dtype)
@@ -207,8 +210,12 @@ class Encoder(nn.Module):
         first_attention = self.layers[0].self_attn
         position_bias = (first_attention.position_bias(x.shape[1])
                          if first_attention.relative_attention_bias is not None else None)
+        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, padding, position_bias) * keep
+            if checkpointing:
+                x = torch.utils.checkpoint.checkpoint(layer, x, padding, position_bias, use_reentrant=False) * keep
+            else:
+                x = layer(x, padding, position_bias) * keep
             states.append(x)
         return states
 
