@@ -30,6 +30,7 @@ from types import SimpleNamespace
 from typing import Callable, Dict, List
 
 import torch
+from omegaconf import OmegaConf
 import torch.nn.functional as F
 from torch import nn
 
@@ -215,6 +216,9 @@ def bench_size(name: str, size: Size, repeats: int) -> Dict[str, float]:
     results["train_ours"] = size.batch / timed(ours_step, repeats, "train ours")
     results["train_hf"] = size.batch / timed(hf_step, repeats, "train transformers")
     ours.eval(), hf.eval()
+    # As fairseq-generate runs it: LoRA folded into the base weights (no prompt adapter here).
+    # The transformers side keeps LoRA separate, as peft runs it unless merged by hand.
+    ours.prepare_for_inference_(OmegaConf.create({"generation": {"beam": 1}}))
 
     n_new = size.target_len
     sample = {"net_input": net_input}
