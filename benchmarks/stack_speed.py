@@ -30,8 +30,8 @@ from types import SimpleNamespace
 from typing import Callable, Dict, List
 
 import torch
-from omegaconf import OmegaConf
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
