@@ -68,8 +68,8 @@ class WavLLMConfig(FairseqDataclass):
     activation_checkpointing: bool = field(
         default=False,
         metadata={"help": "recompute the LLM's blocks in the backward pass instead of storing their activations "
-                          "and, with --train-wavlm, WavLM's layers (less memory, ~30% more compute); frozen encoders "
-                          "keep no activations anyway"},
+                          "and, with --train-wavlm, WavLM's layers (less memory for one more forward pass per block); "
+                          "frozen encoders keep no activations anyway"},
     )
     prompt_adapter: bool = field(
         default=False, metadata={"help": "stage 2: scale LoRA per prompt with the prompt-aware weight adapter"}
