@@ -14,10 +14,10 @@ import math
 from typing import List, Optional, Tuple
 
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..activation_checkpointing import call_layer
 from .config import LlamaConfig, LoraConfig
 from .lora import LoraLinear
 
@@ -224,11 +224,7 @@ class LlamaModel(nn.Module):
         new_past: List[KeyValue] = []
         for i, layer in enumerate(self.layers):
             past = None if past_key_values is None else past_key_values[i]
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x, kv = torch.utils.checkpoint.checkpoint(
-                    layer, x, cos, sin, mask, past, lora_weight, use_lora, use_reentrant=False)
-            else:
-                x, kv = layer(x, cos, sin, mask, past, lora_weight, use_lora)
+            x, kv = call_layer(self, layer, x, cos, sin, mask, past, lora_weight, use_lora)
             if use_cache:
                 new_past.append(kv)
         if final_norm:

@@ -19,9 +19,9 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from ..activation_checkpointing import call_layer
 from .config import WavLMConfig
 
 _CONV_NORM_EPS = 1e-5  # fixed in both the authors' code and transformers
@@ -210,12 +210,8 @@ class Encoder(nn.Module):
         first_attention = self.layers[0].self_attn
         position_bias = (first_attention.position_bias(x.shape[1])
                          if first_attention.relative_attention_bias is not None else None)
-        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            if checkpointing:
-                x = torch.utils.checkpoint.checkpoint(layer, x, padding, position_bias, use_reentrant=False) * keep
-            else:
-                x = layer(x, padding, position_bias) * keep
+            x = call_layer(self, layer, x, padding, position_bias) * keep
             states.append(x)
         return states
 
