@@ -1,5 +1,4 @@
 """Two-process data-parallel training through fairseq's own distributed trainer, on CPU (gloo)."""
-import json
 import os
 import socket
 import subprocess
@@ -11,7 +10,7 @@ import torch
 # --import-mode=importlib does not put tests/ on sys.path (pytest.ini has no `pythonpath = tests`).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import REPO  # noqa: E402
-from test_pipeline import train_args  # noqa: E402
+from test_pipeline import train_args, train_inner_records, train_losses  # noqa: E402
 
 # Runs fairseq-train, and before each checkpoint save writes this rank's trainable weights:
 # fairseq itself only saves on rank 0, and the point is to compare the ranks.
@@ -41,10 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def train_inner_records(log):
-    return [json.loads(line[line.index("{"):]) for line in log.splitlines() if "| train_inner |" in line]
 
 
 def launch(corpus, save_dir, dump_prefix, extra):
@@ -106,3 +101,46 @@ def test_effective_batch_is_the_union_of_both_ranks(runs, speech_corpus):
     assert max(int(r["num_updates"]) for r in single) == n_train // BATCH_SIZE
     assert max(int(r["num_updates"]) for r in dist) == n_train // (2 * BATCH_SIZE)
     assert train_inner_records(logs[1]) == [], "only rank 0 logs"
+
+
+def gpu_config(corpus, save_dir, max_update):
+    """The README's GPU settings (DDP, bf16, activation checkpointing) for the tiny model, as a
+    fairseq-hydra-train config: fairseq-train's --bf16 would also set --tpu."""
+    from wavllm_fairseq.models.wavllm import ARCHITECTURES
+
+    distributed = {"distributed_world_size": 1, "distributed_rank": 0, "distributed_no_spawn": True,
+                   "distributed_init_method": f"tcp://127.0.0.1:{free_port()}"}
+    return {
+        "common": {"user_dir": f"{REPO}/wavllm_fairseq", "seed": 1, "log_format": "json", "log_interval": 1,
+                   "bf16": True},
+        "dataset": {"train_subset": "train", "max_tokens": 1_000_000, "num_workers": 0, "disable_validation": True},
+        "distributed_training": {**distributed, "ddp_backend": "legacy_ddp"},
+        "task": {"_name": "wavllm", "data": str(corpus), "tokenizer_path": str(corpus / "spm.model")},
+        "model": {"_name": "wavllm", **ARCHITECTURES["wavllm_tiny"], "activation_checkpointing": True},
+        "criterion": {"_name": "wavllm_cross_entropy"},
+        "optimizer": {"_name": "adam"},
+        "lr_scheduler": {"_name": "inverse_sqrt", "warmup_updates": 5},
+        "optimization": {"max_update": max_update, "lr": [0.01]},
+        "checkpoint": {"save_dir": str(save_dir), "no_epoch_checkpoints": True},
+    }
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_in_bfloat16_and_generates_on_a_gpu(speech_corpus, tmp_path, run_fairseq):
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(gpu_config(speech_corpus, tmp_path, 30), tmp_path / "gpu.yaml")
+    log = run_fairseq("hydra_train", ["--config-dir", tmp_path, "--config-name", "gpu"], cwd=tmp_path)
+    losses = train_losses(log.stdout + log.stderr)
+    assert sorted(losses) == list(range(1, 31)) and all(map(torch.isfinite, torch.tensor(list(losses.values()))))
+    assert sum(losses[u] for u in range(26, 31)) < sum(losses[u] for u in range(1, 6)) - 0.5
+    run_fairseq(
+        "generate",
+        [speech_corpus, "--user-dir", f"{REPO}/wavllm_fairseq", "--task", "wavllm", "--bf16",
+         "--tokenizer-path", speech_corpus / "spm.model", "--path", tmp_path / "checkpoint_last.pt",
+         "--gen-subset", "test", "--max-tokens", "400000", "--max-len-b", "24", "--beam", "4",
+         "--scoring", "wer", "--results-path", tmp_path / "gen"],
+        cwd=tmp_path,
+    )
+    out = (tmp_path / "gen" / "generate-test.txt").read_text()
+    assert len([line for line in out.splitlines() if line.startswith("H-")]) == 3

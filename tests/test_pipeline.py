@@ -22,14 +22,16 @@ def train_args(corpus, save_dir, max_update):
     ]
 
 
+def train_inner_records(log):
+    """fairseq's json per-update records, in fairseq-train's (``| train_inner |``) or hydra's
+    (``[train_inner]``) log format."""
+    return [json.loads(line[line.index("{"):]) for line in log.splitlines()
+            if "| train_inner |" in line or "[train_inner]" in line]
+
+
 def train_losses(log):
-    """Loss per update from fairseq's json train_inner records."""
-    losses = {}
-    for line in log.splitlines():
-        if "| train_inner |" in line:
-            record = json.loads(line[line.index("{"):])
-            losses[int(record["num_updates"])] = float(record["loss"])
-    return losses
+    """Loss per update."""
+    return {int(r["num_updates"]): float(r["loss"]) for r in train_inner_records(log)}
 
 
 @pytest.fixture(scope="module")

@@ -200,3 +200,46 @@ def test_checkpoint_leaves_out_the_frozen_pretrained_llm_and_reloads_from_its_pa
     b = batch(task, mixed(task))
     with torch.no_grad():
         torch.testing.assert_close(again(**b["net_input"])[0], model(**b["net_input"])[0])
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def on_gpu(sample, dtype):
+    """The sample on the GPU, its float tensors in ``dtype``, as fairseq's trainer hands it over."""
+    from fairseq import utils
+
+    sample = utils.move_to_cuda(sample)
+    return utils.apply_to_sample(lambda t: t.to(dtype) if t.is_floating_point() else t, sample)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_on_a_gpu_the_model_computes_what_it_computes_on_the_cpu(task, dtype):
+    model = build(task, prompt_adapter=True)
+    b = batch(task, mixed(task))
+    with torch.no_grad():
+        ref, _ = model(**b["net_input"])
+        gpu_model = copy.deepcopy(model).to("cuda", dtype)
+        out, _ = gpu_model(**on_gpu(b, dtype)["net_input"])
+    mask = b["target"].ne(task.target_dictionary.pad())
+    ref, out = ref[mask][:, :-1], out.float().cpu()[mask][:, :-1]
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, ref, atol=1e-3, rtol=1e-3)
+    else:  # bfloat16 keeps 8 bits of mantissa: compare the distributions, not the digits
+        assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+        assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+
+
+@requires_cuda
+def test_on_a_gpu_beam_search_and_the_kv_cache_give_the_cpu_tokens(task):
+    model = build(task, prompt_adapter=True)
+    b = batch(task, mixed(task))
+    gpu_model = copy.deepcopy(model).to("cuda")
+    with torch.no_grad():
+        cpu = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=6).generate([model], b)
+        gpu = SequenceGenerator([gpu_model], task.target_dictionary, beam_size=4, max_len_b=6).generate(
+            [gpu_model], on_gpu(b, torch.float32))
+    for x, y in zip(cpu, gpu):
+        assert x[0]["tokens"].tolist() == y[0]["tokens"].tolist()
+        assert abs(float(x[0]["score"]) - float(y[0]["score"])) < 1e-3

@@ -85,7 +85,7 @@ class Attention(nn.Module):
         self.wv = _projection(lora, "v", cfg.dim, kv_dim)
         self.wo = _projection(lora, "o", cfg.dim, cfg.dim)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: Optional[KeyValue],
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Optional[Tensor], past: Optional[KeyValue],
                 lora_weight: Optional[Tensor], use_lora: bool) -> Tuple[Tensor, KeyValue]:
         bsz, n_new, _ = x.shape
         q = _project(self.wq, x, lora_weight, use_lora).view(bsz, n_new, self.n_heads, self.head_dim)
@@ -97,7 +97,9 @@ class Attention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
+        # No mask: plain causal attention (or one new token that sees every key), SDPA's fused kernels.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and n_new > 1,
+                                             enable_gqa=self.n_kv_heads != self.n_heads)
         out = out.transpose(1, 2).reshape(bsz, n_new, -1)
         return _project(self.wo, out, lora_weight, use_lora), (k, v)
 
@@ -208,14 +210,19 @@ class LlamaModel(nn.Module):
             raise ValueError(f"lora_weight must be {(bsz, dim)}, got {tuple(lora_weight.shape)}")
 
         device = embeds.device
-        query_index = torch.arange(n_new, device=device)[:, None] + n_past
-        key_index = torch.arange(n_keys, device=device)[None, :]
-        allowed = (key_index <= query_index)[None]  # 1 x T x S
-        if key_padding_mask is not None:
-            # A padded query would otherwise see no key at all and SDPA would return NaN; letting
-            # every query see itself keeps it finite and changes nothing for real tokens.
-            allowed = (allowed & ~key_padding_mask[:, None, :]) | (key_index == query_index)[None]
-        mask = allowed[:, None]  # B|1 x 1 x T x S
+        if key_padding_mask is not None and not key_padding_mask.any():
+            key_padding_mask = None
+        if key_padding_mask is None and (n_past == 0 or n_new == 1):
+            mask = None  # causal from the first position, or one new token: no mask tensor needed
+        else:
+            query_index = torch.arange(n_new, device=device)[:, None] + n_past
+            key_index = torch.arange(n_keys, device=device)[None, :]
+            allowed = (key_index <= query_index)[None]  # 1 x T x S
+            if key_padding_mask is not None:
+                # A padded query would otherwise see no key at all and SDPA would return NaN; letting
+                # every query see itself keeps it finite and changes nothing for real tokens.
+                allowed = (allowed & ~key_padding_mask[:, None, :]) | (key_index == query_index)[None]
+            mask = allowed[:, None]  # B|1 x 1 x T x S
 
         angles = positions[..., None].float() * rope_inverse_frequencies(self.cfg, device)
         cos, sin = angles.cos()[:, None], angles.sin()[:, None]
