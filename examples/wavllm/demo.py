@@ -5,8 +5,9 @@ Steps (each is skipped when its result exists, so an interrupted demo picks up w
 1. corpus: espeak-ng speech for ASR, En->De ST, SV, speaking rate (standing in for ER), SQA and
    the stage-2 II and CoT prompts (``demo_corpus.py``);
 2. tokenizer: SentencePiece trained on the corpus text;
-3. text LM ("stage 0"): a tiny LLaMA trained on the text versions of the tasks, standing in for
-   the pretrained chat LLM (``text_lm.py``);
+3. text LM ("stage 0"): a tiny LLaMA trained on text versions of the tasks (planned afresh from
+   the corpus grammar, test word pairs excluded) and on copying, standing in for the pretrained
+   chat LLM (``text_lm.py``);
 4. stage 1: ``fairseq-hydra-train`` with ``config/demo_stage1.yaml``: Whisper tiny.en (real
    weights, frozen), a small WavLM (random, trained), adapters, fusion and LoRA on the frozen LM;
 5. stage 2: ``config/demo_stage2.yaml`` from stage 1's weights, adding the prompt-aware adapter;
@@ -191,8 +192,8 @@ def run(out: str, size: str = "demo", quick: bool = False, workers: int = 2, see
     step("text LM (stage 0)")
     lm = os.path.join(out, "text_lm")
     if not os.path.exists(os.path.join(lm, "params.json")):
-        steps = text_lm_steps if text_lm_steps is not None else (10 if quick else 600)
-        text_lm.train_text_lm(corpus, tokenizer, lm, steps=steps, seed=seed)
+        steps = text_lm_steps if text_lm_steps is not None else (10 if quick else 1000)
+        text_lm.train_text_lm(tokenizer, lm, steps=steps, seed=seed, data_scale=0.01 if quick else 1.0)
 
     common = [f"common.user_dir={os.path.join(REPO, 'wavllm_fairseq')}", f"common.seed={seed}",
               f"task.data={data}", f"task.audio_root={audio_root}", f"task.tokenizer_path={tokenizer}",
