@@ -70,16 +70,18 @@ def text_records(scale: float = 1.0, seed: int = TEXT_SEED) -> List[demo_corpus.
             for e in demo_corpus.plan_task(task, "train", max(1, round(n * scale)), seed)]
 
 
+def encode_example(tokenizer, template, prompt: str, spoken: str, answer: str) -> Tuple[List[int], int]:
+    """(token ids, index of the first supervised token): the spoken words in place of the speech.
+    The spoken words carry loss too: the LM learns the language, not only the answers."""
+    encoded = template.encode_prompt(tokenizer, prompt, with_speech=True)
+    ids = encoded.prefix + tokenizer.encode(spoken) + encoded.suffix + template.encode_target(tokenizer, answer)
+    return ids, len(encoded.prefix)
+
+
 def text_examples(records: List[demo_corpus.Example], tokenizer, template) -> List[Tuple[List[int], int]]:
-    """(token ids, index of the first supervised token) per training example, the words in place of the speech."""
-    examples = []
-    for record in records:
-        prompt = template.encode_prompt(tokenizer, record.prompt, with_speech=True)
-        spoken = tokenizer.encode(" ".join(u.text for u in record.utterances))
-        for answer in demo_corpus.SPEECH_ONLY_ANSWERS.get(record.task, [record.target]):
-            ids = prompt.prefix + spoken + prompt.suffix + template.encode_target(tokenizer, answer)
-            # The spoken words carry loss too: the LM learns the language, not only the answers.
-            examples.append((ids, len(prompt.prefix)))
+    """One example per record, or per possible answer where only the sound tells the answer."""
+    examples = [encode_example(tokenizer, template, r.prompt, " ".join(u.text for u in r.utterances), answer)
+                for r in records for answer in demo_corpus.SPEECH_ONLY_ANSWERS.get(r.task, [r.target])]
     if not examples:
         raise ValueError("no text examples")
     return examples
@@ -88,9 +90,7 @@ def text_examples(records: List[demo_corpus.Example], tokenizer, template) -> Li
 def copy_example(rng: random.Random, words: List[str], tokenizer, template) -> Tuple[List[int], int]:
     """A transcription prompt over 4-9 words drawn at random: only copying predicts the answer."""
     text = " ".join(rng.choice(words) for _ in range(rng.randint(4, 9)))
-    prompt = template.encode_prompt(tokenizer, rng.choice(demo_corpus.PROMPTS["asr"]), with_speech=True)
-    spoken = tokenizer.encode(text)
-    return prompt.prefix + spoken + prompt.suffix + template.encode_target(tokenizer, text), len(prompt.prefix)
+    return encode_example(tokenizer, template, rng.choice(demo_corpus.PROMPTS["asr"]), text, text)
 
 
 def batch_tensors(batch: List[Tuple[List[int], int]], pad_id: int):
