@@ -10,7 +10,7 @@ import torch
 # --import-mode=importlib does not put tests/ on sys.path (pytest.ini has no `pythonpath = tests`).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import REPO  # noqa: E402
-from test_pipeline import train_args, train_inner_records, train_losses  # noqa: E402
+from test_pipeline import generate_args, train_args, train_inner_records, train_losses  # noqa: E402
 
 # Runs fairseq-train, and before each checkpoint save writes this rank's trainable weights:
 # fairseq itself only saves on rank 0, and the point is to compare the ranks.
@@ -134,13 +134,7 @@ def test_trains_in_bfloat16_and_generates_on_a_gpu(speech_corpus, tmp_path, run_
     losses = train_losses(log.stdout + log.stderr)
     assert sorted(losses) == list(range(1, 31)) and all(map(torch.isfinite, torch.tensor(list(losses.values()))))
     assert sum(losses[u] for u in range(26, 31)) < sum(losses[u] for u in range(1, 6)) - 0.5
-    run_fairseq(
-        "generate",
-        [speech_corpus, "--user-dir", f"{REPO}/wavllm_fairseq", "--task", "wavllm", "--bf16",
-         "--tokenizer-path", speech_corpus / "spm.model", "--path", tmp_path / "checkpoint_last.pt",
-         "--gen-subset", "test", "--max-tokens", "400000", "--max-len-b", "24", "--beam", "4",
-         "--scoring", "wer", "--results-path", tmp_path / "gen"],
-        cwd=tmp_path,
-    )
+    run_fairseq("generate", generate_args(speech_corpus, tmp_path / "checkpoint_last.pt", tmp_path / "gen",
+                                          "--bf16", "--beam", "4"), cwd=tmp_path)
     out = (tmp_path / "gen" / "generate-test.txt").read_text()
     assert len([line for line in out.splitlines() if line.startswith("H-")]) == 3

