@@ -36,7 +36,10 @@ setup(
             "numba",
             "tiktoken",
             "more-itertools",
+            "fairscale==0.4.13",
         ],
         "demo": ["espeakng-loader"],
+        # fairseq's --ddp-backend fully_sharded wraps fairscale's FSDP (0.4.13 is the last release).
+        "fsdp": ["fairscale==0.4.13"],
     },
 )

@@ -20,6 +20,9 @@ from fairseq_cli import train  # first: it sets up fairseq's log format, which t
 from fairseq import checkpoint_utils
 
 dump_prefix = sys.argv.pop(1)
+if "fully_sharded" in sys.argv:
+    import fsdp_on_cpu
+    fsdp_on_cpu.install()
 original_save = checkpoint_utils.save_checkpoint
 
 def save_with_rank_dump(cfg, trainer, epoch_itr, val_loss):
@@ -47,7 +50,8 @@ def launch(corpus, save_dir, dump_prefix, extra):
     # --max-tokens also caps an example's size (fairseq filters by it); here batches are by rows.
     args = train_args(corpus, save_dir, 1000) + [
         "--max-epoch", "1", "--batch-size", BATCH_SIZE, "--max-tokens", 10_000_000, *extra]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    paths = [REPO, os.path.join(REPO, "tests"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-c", RANK_WRAPPER, str(dump_prefix), *map(str, args)]
     return subprocess.Popen(cmd, cwd=save_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -59,26 +63,31 @@ def finish(proc, timeout=120):
     return out
 
 
+FULLY_SHARDED = ("--ddp-backend", "fully_sharded", "--not-fsdp-flatten-parameters", "--use-sharded-state",
+                 "--activation-checkpointing")
+
+
 @pytest.fixture(scope="module")
 def runs(speech_corpus, tmp_path_factory):
-    """A single-process epoch and a two-process epoch, run concurrently."""
-    single_dir = tmp_path_factory.mktemp("single")
-    dist_dir = tmp_path_factory.mktemp("dist")
-    init = f"tcp://127.0.0.1:{free_port()}"
-    procs = {"single": launch(speech_corpus, single_dir, single_dir / "dump", [])}
-    for rank in range(2):
-        procs[rank] = launch(
-            speech_corpus, dist_dir, dist_dir / "dump",
-            ["--distributed-world-size", 2, "--distributed-no-spawn", "--distributed-backend", "gloo",
-             "--ddp-backend", "legacy_ddp", "--distributed-init-method", init,
-             "--distributed-rank", rank, "--device-id", rank],
-        )
+    """One epoch in one process, in two data-parallel processes and in two fully-sharded ones
+    (with activation checkpointing), all from the same seed and run concurrently."""
+    dirs = {name: tmp_path_factory.mktemp(name) for name in ("single", "ddp", "fsdp")}
+    procs = {"single": launch(speech_corpus, dirs["single"], dirs["single"] / "dump", [])}
+    for name, backend in (("ddp", ("--ddp-backend", "legacy_ddp")), ("fsdp", FULLY_SHARDED)):
+        init = f"tcp://127.0.0.1:{free_port()}"
+        for rank in range(2):
+            procs[name, rank] = launch(speech_corpus, dirs[name], dirs[name] / "dump", two_ranks(rank, init, *backend))
     logs = {name: finish(p) for name, p in procs.items()}
-    return logs, single_dir, dist_dir
+    return logs, dirs
+
+
+def two_ranks(rank, init_method, *backend):
+    return ["--distributed-world-size", 2, "--distributed-no-spawn", "--distributed-backend", "gloo",
+            "--distributed-init-method", init_method, "--distributed-rank", rank, "--device-id", rank, *backend]
 
 
 def test_both_ranks_end_with_identical_trained_weights(runs):
-    _, _, dist_dir = runs
+    dist_dir = runs[1]["ddp"]
     dumps = [torch.load(dist_dir / f"dump.rank{r}.pt") for r in range(2)]
     assert dumps[0]["num_updates"] == dumps[1]["num_updates"] > 0
     w0, w1 = dumps[0]["weights"], dumps[1]["weights"]
@@ -91,16 +100,42 @@ def test_both_ranks_end_with_identical_trained_weights(runs):
 
 
 def test_effective_batch_is_the_union_of_both_ranks(runs, speech_corpus):
-    logs, _, _ = runs
+    logs, _ = runs
     n_train = len((speech_corpus / "train.tsv").read_text().splitlines()) - 1  # minus the header
-    single, dist = train_inner_records(logs["single"]), train_inner_records(logs[0])
+    single, dist = train_inner_records(logs["single"]), train_inner_records(logs["ddp", 0])
     assert single and dist
     assert {float(r["bsz"]) for r in single} == {BATCH_SIZE}
     assert {float(r["bsz"]) for r in dist} == {2 * BATCH_SIZE}
     # One epoch: every row once, so two ranks take half the updates.
     assert max(int(r["num_updates"]) for r in single) == n_train // BATCH_SIZE
     assert max(int(r["num_updates"]) for r in dist) == n_train // (2 * BATCH_SIZE)
-    assert train_inner_records(logs[1]) == [], "only rank 0 logs"
+    assert train_inner_records(logs["ddp", 1]) == [], "only rank 0 logs"
+
+
+def test_fully_sharded_training_gives_the_data_parallel_weights(runs):
+    """Sharding changes where weights live, not what training computes: the consolidated
+    fully-sharded checkpoint holds the weights data-parallel training reached."""
+    from wavllm_fairseq.consolidate_checkpoint import consolidate
+
+    logs, dirs = runs
+    assert train_losses(logs["fsdp", 0]).keys() == train_losses(logs["ddp", 0]).keys()
+    assert not (dirs["fsdp"] / "checkpoint_last.pt").exists()
+    sharded = torch.load(consolidate(str(dirs["fsdp"] / "checkpoint_last.pt")))["model"]
+    replicated = torch.load(dirs["ddp"] / "checkpoint_last.pt")["model"]
+    assert sharded.keys() == replicated.keys()
+    # LoRA's B starts at zero: non-zero values show the compared weights were trained.
+    assert any(v.abs().sum() > 0 for k, v in sharded.items() if k.endswith(".lora_B"))
+    for name in sharded:
+        torch.testing.assert_close(sharded[name], replicated[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_consolidated_checkpoint_decodes(runs, speech_corpus, run_fairseq, tmp_path):
+    from wavllm_fairseq.consolidate_checkpoint import consolidate
+
+    checkpoint = consolidate(str(runs[1]["fsdp"] / "checkpoint_last.pt"))
+    run_fairseq("generate", generate_args(speech_corpus, checkpoint, tmp_path / "gen", "--cpu"), cwd=tmp_path)
+    out = (tmp_path / "gen" / "generate-test.txt").read_text()
+    assert len([line for line in out.splitlines() if line.startswith("H-")]) == 3
 
 
 def gpu_config(corpus, save_dir, max_update):

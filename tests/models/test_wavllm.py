@@ -243,3 +243,73 @@ def test_on_a_gpu_beam_search_and_the_kv_cache_give_the_cpu_tokens(task):
     for x, y in zip(cpu, gpu):
         assert x[0]["tokens"].tolist() == y[0]["tokens"].tolist()
         assert abs(float(x[0]["score"]) - float(y[0]["score"])) < 1e-3
+
+
+def speech_path_gradient_order(model, task, sample):
+    """The speech path's trainable parameters in the order their gradients are accumulated."""
+    order, handles = [], []
+    for name, p in model.encoder.named_parameters():
+        if p.requires_grad and not name.startswith("prompt_adapter"):
+            handles.append(p.register_post_accumulate_grad_hook(lambda p, name=name: order.append(name)))
+    model.train()
+    loss, _, _ = WavLLMCrossEntropy(task)(model, sample)
+    loss.backward()
+    for h in handles:
+        h.remove()
+    return order
+
+
+@pytest.mark.parametrize("train_wavlm", [False, True])
+def test_a_batch_without_speech_gives_zero_speech_gradients_in_the_order_speech_gives_them(task, train_wavlm):
+    """Backends that reduce gradients parameter by parameter (fully sharded) pair the ranks'
+    gradients by the order they arrive: a rank whose batch is all text must produce them too."""
+    ds = task.dataset("train")
+    speech = [i for i, e in enumerate(ds.examples) if e.row.with_speech][:2]
+    text = [i for i, e in enumerate(ds.examples) if not e.row.with_speech][:2]
+    model = build(task, train_wavlm=train_wavlm)
+    with_speech = speech_path_gradient_order(model, task, batch(task, speech))
+    model.zero_grad()
+    text_only = speech_path_gradient_order(model, task, batch(task, text))
+    assert text_only == with_speech and len(with_speech) > 10
+    assert any(n.startswith("wavlm.") for n in with_speech) == train_wavlm
+    for name, p in model.encoder.named_parameters():
+        if name in with_speech:
+            assert p.grad is not None and not p.grad.any(), name
+    # Decoding and evaluation skip it: nothing trains there.
+    model.eval()
+    with torch.no_grad():
+        out = model.encoder(**{k: v for k, v in batch(task, text)["net_input"].items() if k != "prev_output_tokens"})
+    assert out["prompt_embeds"][0].shape[0] == 2
+
+
+class RecordingWrapper(torch.nn.Module):
+    """Stands in for fairseq's FSDP class in fairscale's wrapping context: records what is wrapped."""
+
+    def __init__(self, module, **settings):
+        super().__init__()
+        self.module, self.settings = module, settings
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def test_fully_sharded_training_makes_each_llm_block_one_unit(task):
+    fairscale_wrap = pytest.importorskip("fairscale.nn")
+    with fairscale_wrap.enable_wrap(wrapper_cls=RecordingWrapper, flatten_parameters=False, use_sharded_state=True):
+        model = build(task, prompt_adapter=True)
+    units = [name for name, m in model.named_modules() if isinstance(m, RecordingWrapper)]
+    assert units == [f"decoder.llm.layers.{i}" for i in range(len(model.decoder.llm.layers))]
+    assert model.encoder.llm is model.decoder.llm  # the encoder's prompt adapter runs the same wrapped blocks
+    b = batch(task, mixed(task))
+    with torch.no_grad():
+        logits, _ = model(**b["net_input"])
+    assert torch.isfinite(logits[..., :-1]).all()
+
+
+@pytest.mark.parametrize("settings", [dict(flatten_parameters=True, use_sharded_state=True),
+                                      dict(flatten_parameters=False, use_sharded_state=False)])
+def test_fully_sharded_training_names_the_flags_it_needs(task, settings):
+    fairscale_wrap = pytest.importorskip("fairscale.nn")
+    with fairscale_wrap.enable_wrap(wrapper_cls=RecordingWrapper, **settings):
+        with pytest.raises(ValueError, match="--not-fsdp-flatten-parameters --use-sharded-state"):
+            build(task)

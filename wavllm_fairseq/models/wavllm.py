@@ -25,10 +25,16 @@ from torch import Tensor, nn
 
 from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
 from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
+from .activation_checkpointing import set_activation_checkpointing
 from .components import build_llm, build_wavlm, build_whisper
 from .encoder_cache import EncoderOutputCache
+from .sharding import shard_llm_blocks
 
 logger = logging.getLogger(__name__)
+
+SILENCE_SAMPLES = 16000
+"""One second at 16 kHz: the clip a batch without speech runs the speech path on (see
+``WavLLMEncoder._silent_speech_term``)."""
 
 
 @dataclass
@@ -102,7 +108,7 @@ class WavLLMEncoder(FairseqEncoder):
         for module in self.frozen:
             module.requires_grad_(False)
         # Frozen encoders run without autograd and keep no activations; a trained WavLM does.
-        self.wavlm.encoder.activation_checkpointing = cfg.activation_checkpointing
+        set_activation_checkpointing(self.wavlm.encoder.layers, cfg.activation_checkpointing)
 
     @property
     def llm(self) -> LlamaModel:
@@ -148,6 +154,16 @@ class WavLLMEncoder(FairseqEncoder):
         acoustic, acoustic_lengths = self.wavlm_branch(acoustic, acoustic_lengths)
         return self.fusion(semantic, semantic_lengths, acoustic, acoustic_lengths)
 
+    def _silent_speech_term(self, waves: Tensor) -> Tensor:
+        """Zero, computed by the speech path from one second of silence. A training batch without
+        speech adds it to the prompt, so the speech path's trainable parameters get (zero)
+        gradients, in the order a batch with speech gives them, on every rank: backends that reduce
+        gradients parameter by parameter (fully sharded, PyTorch DDP) pair up the ranks'
+        gradients by that order, whatever each rank's batch holds."""
+        silence = waves.new_zeros(1, SILENCE_SAMPLES)
+        fused, _ = self.encode_speech(silence, torch.tensor([SILENCE_SAMPLES], device=waves.device))
+        return fused.sum() * 0
+
     def prompt_lora_weight(self, src_tokens: Tensor, src_lengths: Tensor) -> Tensor:
         """Prompt-aware LoRA weight (B x D) from the instruction alone, through the LLM without LoRA."""
         mask = ~padding_mask(src_lengths, src_tokens.shape[1])
@@ -186,6 +202,8 @@ class WavLLMEncoder(FairseqEncoder):
             speech = fused.new_zeros(bsz, fused.shape[1], fused.shape[2])
             speech[speech_rows] = fused.to(speech.dtype)
             speech_lengths[speech_rows] = fused_lengths
+        elif self.training and torch.is_grad_enabled():
+            prefix = prefix + self._silent_speech_term(waves)
         rows = []
         for i in range(bsz):
             parts = [prefix[i, : prefix_lengths[i]]]
@@ -296,7 +314,8 @@ class WavLLMModel(FairseqEncoderDecoderModel):
             targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()),
         )
         llm = build_llm(cfg, lora, vocab_size=task.target_dictionary.vocab_size)
-        llm.activation_checkpointing = cfg.activation_checkpointing
+        set_activation_checkpointing(llm.layers, cfg.activation_checkpointing)
+        shard_llm_blocks(llm.layers)
         encoder = WavLLMEncoder(cfg, build_whisper(cfg), build_wavlm(cfg), llm)
         return cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
 

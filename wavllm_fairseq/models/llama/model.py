@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..activation_checkpointing import call_layer
+from ..activation_checkpointing import CheckpointableLayer
 from .config import LlamaConfig, LoraConfig
 from .lora import LoraLinear
 
@@ -118,7 +118,7 @@ class FeedForward(nn.Module):
         return _project(self.w2, gate * _project(self.w3, x, lora_weight, use_lora), lora_weight, use_lora)
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(CheckpointableLayer):
     def __init__(self, cfg: LlamaConfig, lora: Optional[LoraConfig]):
         super().__init__()
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -143,8 +143,6 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(cfg, lora) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        self.activation_checkpointing = False
-        """Recompute each block in the backward pass instead of storing its activations (training only)."""
         self._init_base_weights()
         self.tie_weights()
         for name, p in self.named_parameters():
@@ -231,7 +229,7 @@ class LlamaModel(nn.Module):
         new_past: List[KeyValue] = []
         for i, layer in enumerate(self.layers):
             past = None if past_key_values is None else past_key_values[i]
-            x, kv = call_layer(self, layer, x, cos, sin, mask, past, lora_weight, use_lora)
+            x, kv = layer(x, cos, sin, mask, past, lora_weight, use_lora)
             if use_cache:
                 new_past.append(kv)
         if final_norm:

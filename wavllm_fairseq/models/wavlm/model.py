@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..activation_checkpointing import call_layer
+from ..activation_checkpointing import CheckpointableLayer
 from .config import WavLMConfig
 
 _CONV_NORM_EPS = 1e-5  # fixed in both the authors' code and transformers
@@ -167,7 +167,7 @@ class SelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, frames, dim))
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(CheckpointableLayer):
     def __init__(self, cfg: WavLMConfig, has_relative_attention_bias: bool):
         super().__init__()
         dim, eps = cfg.encoder_embed_dim, cfg.layer_norm_eps
@@ -195,8 +195,6 @@ class Encoder(nn.Module):
         self.layer_norm = None if cfg.layer_norm_first else nn.LayerNorm(cfg.encoder_embed_dim, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList([EncoderLayer(cfg, cfg.relative_position_embedding and i == 0)
                                      for i in range(cfg.encoder_layers)])
-        self.activation_checkpointing = False
-        """Recompute each layer in the backward pass instead of storing its activations (training only)."""
 
     def forward(self, x: Tensor, padding: Tensor) -> List[Tensor]:
         keep = (~padding)[..., None].to(x.dtype)
@@ -211,7 +209,7 @@ class Encoder(nn.Module):
         position_bias = (first_attention.position_bias(x.shape[1])
                          if first_attention.relative_attention_bias is not None else None)
         for layer in self.layers:
-            x = call_layer(self, layer, x, padding, position_bias) * keep
+            x = layer(x, padding, position_bias) * keep
             states.append(x)
         return states
 
