@@ -129,6 +129,64 @@ def test_fully_sharded_training_gives_the_data_parallel_weights(runs):
         torch.testing.assert_close(sharded[name], replicated[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.fixture(scope="module")
+def stage2_runs(runs, speech_corpus, tmp_path_factory):
+    """Stage 2 (with the prompt adapter) on two ranks from each backend's stage-1 checkpoint: fairseq's
+    --finetune-from-model for data-parallel training, the model's --init-from for fully-sharded."""
+    from wavllm_fairseq.consolidate_checkpoint import consolidate
+
+    stage1 = runs[1]
+    starts = {"ddp": ["--ddp-backend", "legacy_ddp", "--finetune-from-model", stage1["ddp"] / "checkpoint_last.pt"],
+              "fsdp": [*FULLY_SHARDED, "--init-from", consolidate(str(stage1["fsdp"] / "checkpoint_last.pt"))]}
+    dirs, procs = {}, {}
+    for name, start in starts.items():
+        dirs[name] = tmp_path_factory.mktemp(f"stage2_{name}")
+        init = f"tcp://127.0.0.1:{free_port()}"
+        for rank in range(2):
+            procs[name, rank] = launch(speech_corpus, dirs[name], dirs[name] / "dump",
+                                       two_ranks(rank, init, "--prompt-adapter", *start))
+    logs = {key: finish(p) for key, p in procs.items()}
+    return logs, dirs
+
+
+def test_fully_sharded_stage_2_starts_from_stage_1_and_gives_the_data_parallel_weights(stage2_runs):
+    from wavllm_fairseq.consolidate_checkpoint import consolidate
+
+    logs, dirs = stage2_runs
+    assert "prompt adapter not in the checkpoint" in logs["fsdp", 0]
+    sharded = torch.load(consolidate(str(dirs["fsdp"] / "checkpoint_last.pt")))["model"]
+    replicated = torch.load(dirs["ddp"] / "checkpoint_last.pt")["model"]
+    assert sharded.keys() == replicated.keys() and any(k.startswith("encoder.prompt_adapter.") for k in sharded)
+    for name in sharded:
+        torch.testing.assert_close(sharded[name], replicated[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_consolidation_names_missing_mixed_or_foreign_shards(runs, tmp_path):
+    import shutil
+
+    from wavllm_fairseq.consolidate_checkpoint import consolidate
+    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+
+    logs, dirs = runs
+    checkpoint = tmp_path / "checkpoint_last.pt"
+    with pytest.raises(CheckpointError, match="no shard files"):
+        consolidate(str(checkpoint))
+    shutil.copy(dirs["fsdp"] / "checkpoint_last-shard0.pt", tmp_path / "checkpoint_last-shard0.pt")
+    shutil.copy(dirs["fsdp"] / "checkpoint_last-shard1.pt", tmp_path / "checkpoint_last-shard2.pt")
+    with pytest.raises(CheckpointError, match=r"rank\(s\) \[1\] are missing"):
+        consolidate(str(checkpoint))
+    later = torch.load(dirs["fsdp"] / "checkpoint_last-shard1.pt")
+    later["optimizer_history"][-1]["num_updates"] += 1
+    torch.save(later, tmp_path / "checkpoint_last-shard1.pt")
+    (tmp_path / "checkpoint_last-shard2.pt").unlink()
+    with pytest.raises(CheckpointError, match="different updates.*shard1.pt: 5"):
+        consolidate(str(checkpoint))
+    shutil.copy(dirs["ddp"] / "checkpoint_last.pt", tmp_path / "checkpoint_last-shard1.pt")
+    with pytest.raises(CheckpointError, match="shard1.pt: not a fully-sharded checkpoint shard"):
+        consolidate(str(checkpoint))
+    assert not (tmp_path / "checkpoint_last_consolidated.pt").exists()
+
+
 def test_a_consolidated_checkpoint_decodes(runs, speech_corpus, run_fairseq, tmp_path):
     from wavllm_fairseq.consolidate_checkpoint import consolidate
 
@@ -138,18 +196,27 @@ def test_a_consolidated_checkpoint_decodes(runs, speech_corpus, run_fairseq, tmp
     assert len([line for line in out.splitlines() if line.startswith("H-")]) == 3
 
 
-def gpu_config(corpus, save_dir, max_update):
-    """The README's GPU settings (DDP, bf16, activation checkpointing) for the tiny model, as a
-    fairseq-hydra-train config: fairseq-train's --bf16 would also set --tpu."""
+GPU_BACKENDS = {
+    "ddp": ({"ddp_backend": "legacy_ddp"}, {"bf16": True}, "--bf16"),
+    # fairseq refuses bf16 with fully_sharded; FSDP computes in float16 over float32 master weights.
+    "fully_sharded": ({"ddp_backend": "fully_sharded", "not_fsdp_flatten_parameters": True, "use_sharded_state": True},
+                      {"fp16": True}, "--fp16"),
+}
+
+
+def gpu_config(corpus, save_dir, max_update, backend):
+    """The README's GPU settings (bf16 DDP, or fp16 fully sharded; activation checkpointing) for the
+    tiny model, as a fairseq-hydra-train config: fairseq-train's --bf16 would also set --tpu."""
     from wavllm_fairseq.models.wavllm import ARCHITECTURES
 
-    distributed = {"distributed_world_size": 1, "distributed_rank": 0, "distributed_no_spawn": True,
+    distributed, precision, _ = GPU_BACKENDS[backend]
+    distributed = {**distributed, "distributed_world_size": 1, "distributed_rank": 0, "distributed_no_spawn": True,
                    "distributed_init_method": f"tcp://127.0.0.1:{free_port()}"}
     return {
         "common": {"user_dir": f"{REPO}/wavllm_fairseq", "seed": 1, "log_format": "json", "log_interval": 1,
-                   "bf16": True},
+                   **precision},
         "dataset": {"train_subset": "train", "max_tokens": 1_000_000, "num_workers": 0, "disable_validation": True},
-        "distributed_training": {**distributed, "ddp_backend": "legacy_ddp"},
+        "distributed_training": distributed,
         "task": {"_name": "wavllm", "data": str(corpus), "tokenizer_path": str(corpus / "spm.model")},
         "model": {"_name": "wavllm", **ARCHITECTURES["wavllm_tiny"], "activation_checkpointing": True},
         "criterion": {"_name": "wavllm_cross_entropy"},
@@ -161,15 +228,22 @@ def gpu_config(corpus, save_dir, max_update):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_trains_in_bfloat16_and_generates_on_a_gpu(speech_corpus, tmp_path, run_fairseq):
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_trains_and_generates_on_a_gpu(speech_corpus, tmp_path, run_fairseq, backend):
     from omegaconf import OmegaConf
 
-    OmegaConf.save(gpu_config(speech_corpus, tmp_path, 30), tmp_path / "gpu.yaml")
+    from wavllm_fairseq.consolidate_checkpoint import consolidate
+
+    OmegaConf.save(gpu_config(speech_corpus, tmp_path, 30, backend), tmp_path / "gpu.yaml")
     log = run_fairseq("hydra_train", ["--config-dir", tmp_path, "--config-name", "gpu"], cwd=tmp_path)
     losses = train_losses(log.stdout + log.stderr)
     assert sorted(losses) == list(range(1, 31)) and all(map(torch.isfinite, torch.tensor(list(losses.values()))))
     assert sum(losses[u] for u in range(26, 31)) < sum(losses[u] for u in range(1, 6)) - 0.5
-    run_fairseq("generate", generate_args(speech_corpus, tmp_path / "checkpoint_last.pt", tmp_path / "gen",
-                                          "--bf16", "--beam", "4"), cwd=tmp_path)
+    checkpoint = tmp_path / "checkpoint_last.pt"
+    if backend == "fully_sharded":
+        checkpoint = consolidate(str(checkpoint))
+    precision_flag = GPU_BACKENDS[backend][2]
+    run_fairseq("generate", generate_args(speech_corpus, checkpoint, tmp_path / "gen", precision_flag, "--beam", "4"),
+                cwd=tmp_path)
     out = (tmp_path / "gen" / "generate-test.txt").read_text()
     assert len([line for line in out.splitlines() if line.startswith("H-")]) == 3

@@ -1,8 +1,8 @@
 """Lets torch's default ``weights_only=True`` loader read fairseq checkpoints.
 
 fairseq stores its configuration (omegaconf containers) and a few plain Python
-objects next to the weights. Only those classes are allow-listed; arbitrary pickles
-still fail to load.
+objects next to the weights, and sends a restored checkpoint to the other ranks the same
+way. Only those classes are allow-listed; arbitrary pickles still fail to load.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typing
 import numpy
 import omegaconf
 import torch
+from fairseq.distributed import utils as fairseq_distributed_utils
 from omegaconf import base, nodes
 
 
@@ -40,6 +41,9 @@ def fairseq_checkpoint_globals() -> list:
         argparse.Namespace,
         numpy.core.multiarray.scalar if hasattr(numpy, "core") else numpy.dtype,
         numpy.dtype,
+        # fairseq-train sends a checkpoint it restores from rank 0 to the other ranks as a pickle
+        # whose tensors are replaced by these markers.
+        fairseq_distributed_utils._TensorPlaceholder,
     ]
 
 

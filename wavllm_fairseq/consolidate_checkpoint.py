@@ -2,9 +2,10 @@
 
 Fully-sharded training (``--ddp-backend fully_sharded --use-sharded-state``) saves each rank's
 shard next to the others: ``checkpoint_last-shard0.pt``, ``checkpoint_last-shard1.pt``, ...
-This writes ``checkpoint_last_consolidated.pt``, which ``fairseq-generate --path`` and the next
-stage's ``--finetune-from-model`` read like any other checkpoint (not ``checkpoint_last.pt``:
-given that name, fairseq reads ``checkpoint_last-shard0.pt`` when it exists)::
+This writes ``checkpoint_last_consolidated.pt``, a checkpoint like any other: ``fairseq-generate
+--path`` reads it, and the next stage starts from it (``--finetune-from-model``, or ``--init-from``
+when that stage is fully sharded too). Not ``checkpoint_last.pt``: given that name, fairseq reads
+``checkpoint_last-shard0.pt`` when it exists::
 
     python -m wavllm_fairseq.consolidate_checkpoint SAVE_DIR/checkpoint_last.pt
 
@@ -19,8 +20,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .checkpoint_safety import allow_fairseq_checkpoints
 from .models.checkpoint_errors import CheckpointError
+from .models.checkpoint_files import load_torch_file
 
 
 def shard_paths(checkpoint: str) -> List[str]:
@@ -85,9 +86,8 @@ def consolidated_path(checkpoint: str) -> str:
 def consolidate(checkpoint: str, output: Optional[str] = None) -> str:
     """Joins the shard files of ``checkpoint`` (as fairseq-train named it) into ``output``
     (default: :func:`consolidated_path`); returns the path written."""
-    allow_fairseq_checkpoints()
     paths = shard_paths(checkpoint)
-    states = [torch.load(p, map_location="cpu") for p in paths]
+    states = [load_torch_file(p) for p in paths]
     for path, state in zip(paths, states):
         if "fsdp_metadata" not in state:
             raise CheckpointError(path, "not a fully-sharded checkpoint shard (no fsdp_metadata)")

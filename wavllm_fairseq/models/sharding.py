@@ -8,7 +8,9 @@ ranks then run the same collectives whether or not their batch holds speech.
 
 A block holds frozen weights and trainable LoRA, which fairscale can only shard with flattening
 off; fairseq's optimiser-state consolidation needs flattening, so each rank saves its own shard
-(``--use-sharded-state``) and ``python -m wavllm_fairseq.consolidate_checkpoint`` joins them.
+(``--use-sharded-state``) and ``python -m wavllm_fairseq.consolidate_checkpoint`` joins them. For
+the same reason a sharded run starts from a whole checkpoint with the model's ``--init-from``
+(read before sharding), not with fairseq's ``--finetune-from-model``.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
 from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
 from .activation_checkpointing import set_activation_checkpointing
+from .checkpoint_files import load_torch_file
 from .components import build_llm, build_wavlm, build_whisper
 from .encoder_cache import EncoderOutputCache
 from .sharding import shard_llm_blocks
@@ -79,6 +80,12 @@ class WavLLMConfig(FairseqDataclass):
     )
     prompt_adapter: bool = field(
         default=False, metadata={"help": "stage 2: scale LoRA per prompt with the prompt-aware weight adapter"}
+    )
+    init_from: Optional[str] = field(
+        default=None,
+        metadata={"help": "WavLLM checkpoint (e.g. stage 1's) whose weights the model starts from, read before "
+                          "fully-sharded training shards it: there fairseq's --finetune-from-model cannot load a "
+                          "whole checkpoint; a prompt adapter the checkpoint lacks keeps its initialisation"},
     )
 
 
@@ -315,9 +322,12 @@ class WavLLMModel(FairseqEncoderDecoderModel):
         )
         llm = build_llm(cfg, lora, vocab_size=task.target_dictionary.vocab_size)
         set_activation_checkpointing(llm.layers, cfg.activation_checkpointing)
-        shard_llm_blocks(llm.layers)
         encoder = WavLLMEncoder(cfg, build_whisper(cfg), build_wavlm(cfg), llm)
-        return cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
+        model = cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
+        if cfg.init_from:
+            model.load_state_dict(load_torch_file(cfg.init_from)["model"])
+        shard_llm_blocks(llm.layers)
+        return model
 
     def check_vocabulary(self, dictionary):
         if self.decoder.llm.cfg.vocab_size < dictionary.vocab_size:
