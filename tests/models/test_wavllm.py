@@ -145,6 +145,25 @@ def test_stage_two_starts_from_a_stage_one_state(task):
         stage1.load_state_dict({**stage1.state_dict(), "encoder.bogus": torch.zeros(1)})
 
 
+def test_init_from_starts_the_model_from_a_checkpoint_file(task, tmp_path):
+    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+
+    stage1 = build(task)
+    with torch.no_grad():
+        stage1.encoder.fusion.proj.weight.add_(1.0)  # differs from what build() initialises
+    torch.save({"model": stage1.state_dict()}, tmp_path / "stage1.pt")
+
+    def stage2_from(path):
+        return WavLLMModel.build_model(
+            WavLLMConfig(**{**ARCHITECTURES["wavllm_tiny"], "prompt_adapter": True, "init_from": path}), task)
+
+    stage2 = stage2_from(str(tmp_path / "stage1.pt"))
+    for name, value in stage1.state_dict().items():
+        torch.testing.assert_close(stage2.state_dict()[name], value, msg=name)
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        stage2_from(str(tmp_path / "missing.pt"))
+
+
 def test_activation_checkpointing_gives_the_same_gradients(task):
     grads = []
     for checkpointing in (False, True):
