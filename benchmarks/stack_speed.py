@@ -9,8 +9,10 @@ rows permuted where the loader un-permuted wq / wk. Logits are compared before t
 
 Measured, per size: training steps (forward, backward, Adam on the LoRA parameters) in
 examples/s; generation in new tokens/s at beam 1 and beam 4 (a fixed number of new tokens, end
-of turn blocked until then); and our greedy decoding with the KV cache against recomputing the
-whole sequence each step. Times are medians of --repeats runs after one warm-up run, on
+of turn blocked until then and written after them by both stacks); and our greedy decoding with
+the KV cache against recomputing the whole sequence each step. Times are medians of --repeats
+samples after one warm-up call (a sample repeats a short call until it lasts ~0.2 s), the two
+sides of a comparison alternating so that a machine whose speed drifts slows both alike, on
 --threads CPU threads (1 by default) or on a GPU (--device cuda, where the peak GPU memory of a
 training step is reported too).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import platform
 import statistics
@@ -29,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -180,17 +183,31 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], repeats: int, what: str, device: torch.device) -> float:
+MIN_SAMPLE_SECONDS = 0.2
+"""A timing sample repeats a call until it lasts about this long: one tiny-model step is ~10 ms."""
+
+
+def timed_pair(first: Callable[[], object], second: Callable[[], object], repeats: int, what: str,
+               device: torch.device) -> Tuple[float, float]:
+    """Median seconds per call of each of two calls, sampled alternately (first, second, then
+    second, first, ...) so that a machine whose speed drifts slows both alike."""
     print(f"  {what} ...", file=sys.stderr, flush=True)
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
+
+    def seconds(fn: Callable[[], object], calls: int) -> float:
         synchronize(device)
         start = time.perf_counter()
-        fn()
+        for _ in range(calls):
+            fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return (time.perf_counter() - start) / calls
+
+    calls = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(seconds(first, 1), seconds(second, 1))))  # also the warm-up
+    times: Tuple[List[float], List[float]] = ([], [])
+    for i in range(repeats):
+        order = ((0, first), (1, second)) if i % 2 == 0 else ((1, second), (0, first))
+        for slot, fn in order:
+            times[slot].append(seconds(fn, calls))
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
@@ -237,8 +254,8 @@ def bench_size(name: str, size: Size, repeats: int, device: torch.device, dtype:
         hf_opt.zero_grad()
 
     ours.train(), hf.train()
-    results["train_ours"] = size.batch / timed(ours_step, repeats, "train ours", device)
-    results["train_hf"] = size.batch / timed(hf_step, repeats, "train transformers", device)
+    ours_time, hf_time = timed_pair(ours_step, hf_step, repeats, "train", device)
+    results["train_ours"], results["train_hf"] = size.batch / ours_time, size.batch / hf_time
     if device.type == "cuda":
         results["train_gib_ours"] = peak_memory(ours_step, device)
         results["train_gib_hf"] = peak_memory(hf_step, device)
@@ -256,11 +273,17 @@ def bench_size(name: str, size: Size, repeats: int, device: torch.device, dtype:
             produced = generator.generate([ours], sample)
             hyp_len = len(produced[0][0]["tokens"]) - 1  # minus the final end of turn
         assert hyp_len == n_new, (hyp_len, n_new)
-        gen_kwargs = dict(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n_new,
-                          min_new_tokens=n_new, num_beams=beam, do_sample=False, eos_token_id=2, pad_token_id=0)
+        # Both stacks write n_new tokens and then the end of turn, which costs fairseq's generator a
+        # forward pass of its own: transformers is made to write it too (forced at the last position).
+        gen_kwargs = dict(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n_new + 1,
+                          min_new_tokens=n_new, forced_eos_token_id=2, num_beams=beam, do_sample=False,
+                          eos_token_id=2, pad_token_id=0)
         with torch.no_grad():
-            ours_time = timed(lambda: generator.generate([ours], sample), repeats, f"beam {beam} ours", device)
-            hf_time = timed(lambda: hf.generate(**gen_kwargs), repeats, f"beam {beam} transformers", device)
+            hf_tokens = hf.generate(**gen_kwargs)
+        assert hf_tokens.shape[1] == size.prompt_len + n_new + 1 and (hf_tokens[:, -1] == 2).all(), hf_tokens.shape
+        with torch.no_grad():
+            ours_time, hf_time = timed_pair(lambda: generator.generate([ours], sample),
+                                            lambda: hf.generate(**gen_kwargs), repeats, f"beam {beam}", device)
         results[f"gen_beam{beam}_ours"] = size.batch * n_new / ours_time
         results[f"gen_beam{beam}_hf"] = size.batch * n_new / hf_time
 
@@ -278,8 +301,10 @@ def bench_size(name: str, size: Size, repeats: int, device: torch.device, dtype:
         # Exact in float32; in bfloat16 the two orders of summation may round a near-tie apart.
         assert same == 1.0 or dtype != torch.float32, "KV-cache decoding differs from recomputation"
         results["cache_token_agreement"] = same
-        results["greedy_cache"] = size.batch * n_new / timed(lambda: greedy(True), repeats, "greedy, KV cache", device)
-        results["greedy_nocache"] = size.batch * n_new / timed(lambda: greedy(False), repeats, "greedy, no cache", device)
+        cache_time, nocache_time = timed_pair(lambda: greedy(True), lambda: greedy(False), repeats,
+                                              "greedy, KV cache and not", device)
+        results["greedy_cache"] = size.batch * n_new / cache_time
+        results["greedy_nocache"] = size.batch * n_new / nocache_time
     return results
 
 

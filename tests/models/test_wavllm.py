@@ -125,6 +125,42 @@ def test_beam_search_in_a_batch_equals_items_alone(task):
             assert abs(float(together[row][0]["score"]) - float(alone[0][0]["score"])) < 1e-4
 
 
+def test_prompt_rows_are_their_segments_one_after_the_other_left_padded():
+    from wavllm_fairseq.models.wavllm import left_padded_concatenation
+
+    torch.manual_seed(0)
+    lengths = [torch.tensor([2, 0, 3]), torch.tensor([4, 0, 1]), torch.tensor([1, 2, 0])]
+    segments = [(torch.randn(3, int(n.max()) + 1, 5), n) for n in lengths]  # one unused column each
+    rows, pad, row_lengths = left_padded_concatenation(segments)
+    assert row_lengths.tolist() == [7, 2, 4] and rows.shape == (3, 7, 5)
+    for i in range(3):
+        content = torch.cat([values[i, : n[i]] for values, n in segments])
+        width = 7 - len(content)
+        assert pad[i].tolist() == [True] * width + [False] * len(content)
+        torch.testing.assert_close(rows[i, width:], content)
+        assert not rows[i, :width].any()
+
+
+def test_reordering_by_the_identity_copies_nothing_and_other_orders_pick_rows(task):
+    model = build(task)
+    b = batch(task, mixed(task))
+    net_input = {k: v for k, v in b["net_input"].items() if k != "prev_output_tokens"}
+    state = {}
+    with torch.no_grad():
+        encoder_out = model.encoder(**net_input)
+        model.decoder(b["net_input"]["prev_output_tokens"][:, :1], encoder_out=encoder_out, incremental_state=state)
+    past = model.decoder.get_incremental_state(state, "kv")["past"]
+    same = torch.arange(3)
+    assert model.encoder.reorder_encoder_out(encoder_out, same) is encoder_out
+    model.decoder.reorder_incremental_state(state, same)
+    assert model.decoder.get_incremental_state(state, "kv")["past"][0][0] is past[0][0]
+    swapped = torch.tensor([2, 0, 1])
+    picked = model.encoder.reorder_encoder_out(encoder_out, swapped)
+    torch.testing.assert_close(picked["prompt_embeds"][0], encoder_out["prompt_embeds"][0][swapped])
+    model.decoder.reorder_incremental_state(state, swapped)
+    torch.testing.assert_close(model.decoder.get_incremental_state(state, "kv")["past"][1][1], past[1][1][swapped])
+
+
 def test_only_adapters_fusion_lora_and_prompt_adapter_train(task):
     model = build(task, prompt_adapter=True)
     trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
@@ -279,13 +315,15 @@ def speech_path_gradient_order(model, task, sample):
 
 
 @pytest.mark.parametrize("train_wavlm", [False, True])
-def test_a_batch_without_speech_gives_zero_speech_gradients_in_the_order_speech_gives_them(task, train_wavlm):
-    """Backends that reduce gradients parameter by parameter (fully sharded) pair the ranks'
-    gradients by the order they arrive: a rank whose batch is all text must produce them too."""
+def test_sharded_a_batch_without_speech_gives_zero_speech_gradients_in_the_order_speech_gives_them(task, train_wavlm):
+    """FSDP pairs the ranks' gradients by the order they arrive: a rank whose batch is all text must
+    produce the speech path's gradients too, in the same order."""
+    fairscale_wrap = pytest.importorskip("fairscale.nn")
     ds = task.dataset("train")
     speech = [i for i, e in enumerate(ds.examples) if e.row.with_speech][:2]
     text = [i for i, e in enumerate(ds.examples) if not e.row.with_speech][:2]
-    model = build(task, train_wavlm=train_wavlm)
+    with fairscale_wrap.enable_wrap(wrapper_cls=RecordingWrapper, flatten_parameters=False, use_sharded_state=True):
+        model = build(task, train_wavlm=train_wavlm)
     with_speech = speech_path_gradient_order(model, task, batch(task, speech))
     model.zero_grad()
     text_only = speech_path_gradient_order(model, task, batch(task, text))
@@ -294,11 +332,9 @@ def test_a_batch_without_speech_gives_zero_speech_gradients_in_the_order_speech_
     for name, p in model.encoder.named_parameters():
         if name in with_speech:
             assert p.grad is not None and not p.grad.any(), name
-    # Decoding and evaluation skip it: nothing trains there.
-    model.eval()
-    with torch.no_grad():
-        out = model.encoder(**{k: v for k, v in batch(task, text)["net_input"].items() if k != "prev_output_tokens"})
-    assert out["prompt_embeds"][0].shape[0] == 2
+    # Unsharded (legacy_ddp zero-fills missing gradients), text batches skip the speech path.
+    unsharded = build(task, train_wavlm=train_wavlm)
+    assert speech_path_gradient_order(unsharded, task, batch(task, text)) == []
 
 
 class RecordingWrapper(torch.nn.Module):

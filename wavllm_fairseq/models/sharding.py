@@ -28,12 +28,12 @@ def _fsdp_settings():
     return ConfigAutoWrap.kwargs if ConfigAutoWrap.in_autowrap_context else None
 
 
-def shard_llm_blocks(layers: nn.ModuleList) -> None:
-    """Inside fairseq-train's fully-sharded context wraps each block as its own FSDP unit; outside it
-    (other backends, fairseq-generate, tests) leaves the blocks as they are."""
+def shard_llm_blocks(layers: nn.ModuleList) -> bool:
+    """Inside fairseq-train's fully-sharded context wraps each block as its own FSDP unit and returns
+    True; outside it (other backends, fairseq-generate, tests) leaves the blocks as they are."""
     settings = _fsdp_settings()
     if settings is None:
-        return
+        return False
     if settings.get("flatten_parameters", True) or not settings.get("use_sharded_state", False):
         raise ValueError(
             f"WavLLM with --ddp-backend fully_sharded needs {REQUIRED_FLAGS} (hydra: "
@@ -43,3 +43,4 @@ def shard_llm_blocks(layers: nn.ModuleList) -> None:
 
     for i, block in enumerate(layers):
         layers[i] = fsdp_wrap(block)
+    return True

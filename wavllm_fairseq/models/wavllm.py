@@ -10,7 +10,7 @@ sampling and scorers work unchanged.
 
 import logging
 from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from fairseq.dataclass import FairseqDataclass
@@ -89,6 +89,37 @@ class WavLLMConfig(FairseqDataclass):
     )
 
 
+def keeps_every_row(new_order: Tensor, rows: int) -> bool:
+    """Whether reordering ``rows`` batch rows by ``new_order`` changes nothing. fairseq's generator
+    reorders the encoder output and the KV cache after every step, at beam 1 too, where the order
+    stays the identity until a row finishes: copying the cache then is wasted time."""
+    return new_order.numel() == rows and torch.equal(new_order, torch.arange(rows, device=new_order.device))
+
+
+def left_padded_concatenation(segments: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Each row's segments one after the other, left-padded to the longest row (every row then ends
+    at the same position, where decoding continues).
+
+    segments: (B x T_s x D values, B lengths) per segment, in order. Returns the B x W x D rows
+    (zeros where padded), the B x W padding mask and the B row lengths. One gather for the whole
+    batch: a loop over rows would cost a host synchronisation per row on a GPU.
+    """
+    lengths = sum(length for _, length in segments)
+    width = int(lengths.max())
+    # Position within its row's content of each output position; negative where padded.
+    position = torch.arange(width, device=lengths.device)[None, :] - (width - lengths)[:, None]
+    pad = position < 0
+    source = torch.zeros_like(position)
+    segment_start, offset = torch.zeros_like(lengths), 0
+    for values, length in segments:
+        inside = (position >= segment_start[:, None]) & (position < (segment_start + length)[:, None])
+        source = torch.where(inside, offset + position - segment_start[:, None], source)
+        segment_start, offset = segment_start + length, offset + values.shape[1]
+    joined = torch.cat([values for values, _ in segments], dim=1)
+    rows = joined.gather(1, source[..., None].expand(-1, -1, joined.shape[-1]))
+    return rows.masked_fill(pad[..., None], 0), pad, lengths
+
+
 class WavLLMEncoder(FairseqEncoder):
     """Speech encoders, adapters and prompt assembly."""
 
@@ -112,6 +143,8 @@ class WavLLMEncoder(FairseqEncoder):
         self.fusion = SpeechFusion(widths, dim)
         self.prompt_adapter = PromptAwareLoraWeight(dim) if cfg.prompt_adapter else None
         self.frozen = [self.whisper] if cfg.train_wavlm else [self.whisper, self.wavlm]
+        self.speech_path_in_every_batch = False
+        """Set under fully-sharded training: see :meth:`_silent_speech_term`."""
         for module in self.frozen:
             module.requires_grad_(False)
         # Frozen encoders run without autograd and keep no activations; a trained WavLM does.
@@ -162,11 +195,12 @@ class WavLLMEncoder(FairseqEncoder):
         return self.fusion(semantic, semantic_lengths, acoustic, acoustic_lengths)
 
     def _silent_speech_term(self, waves: Tensor) -> Tensor:
-        """Zero, computed by the speech path from one second of silence. A training batch without
-        speech adds it to the prompt, so the speech path's trainable parameters get (zero)
-        gradients, in the order a batch with speech gives them, on every rank: backends that reduce
-        gradients parameter by parameter (fully sharded, PyTorch DDP) pair up the ranks'
-        gradients by that order, whatever each rank's batch holds."""
+        """Zero, computed by the speech path from one second of silence. Under fully-sharded
+        training a batch without speech adds it to the prompt, so the speech path's trainable
+        parameters get (zero) gradients, in the order a batch with speech gives them, on every
+        rank: FSDP pairs up the ranks' gradients by that order, whatever each rank's batch holds.
+        legacy_ddp reduces every gradient in one fixed order (zeros where a batch gave none) and
+        skips this cost."""
         silence = waves.new_zeros(1, SILENCE_SAMPLES)
         fused, _ = self.encode_speech(silence, torch.tensor([SILENCE_SAMPLES], device=waves.device))
         return fused.sum() * 0
@@ -209,21 +243,12 @@ class WavLLMEncoder(FairseqEncoder):
             speech = fused.new_zeros(bsz, fused.shape[1], fused.shape[2])
             speech[speech_rows] = fused.to(speech.dtype)
             speech_lengths[speech_rows] = fused_lengths
-        elif self.training and torch.is_grad_enabled():
+        elif self.speech_path_in_every_batch and self.training and torch.is_grad_enabled():
             prefix = prefix + self._silent_speech_term(waves)
-        rows = []
-        for i in range(bsz):
-            parts = [prefix[i, : prefix_lengths[i]]]
-            if speech is not None and speech_lengths[i] > 0:
-                parts.append(speech[i, : speech_lengths[i]].to(prefix.dtype))
-            parts.append(suffix[i, : suffix_lengths[i]])
-            rows.append(torch.cat(parts))
-        lengths = torch.tensor([len(r) for r in rows], device=src_tokens.device)
-        width = int(lengths.max())
-        prompt = prefix.new_zeros(bsz, width, prefix.shape[-1])
-        for i, r in enumerate(rows):
-            prompt[i, width - len(r):] = r
-        pad = torch.flip(padding_mask(lengths, width), dims=[1])  # left padding
+        segments = [(prefix, prefix_lengths), (suffix, suffix_lengths)]
+        if speech is not None:
+            segments.insert(1, (speech.to(prefix.dtype), speech_lengths))
+        prompt, pad, lengths = left_padded_concatenation(segments)
         out = {
             "prompt_embeds": [prompt],
             "prompt_padding_mask": [pad],
@@ -235,6 +260,8 @@ class WavLLMEncoder(FairseqEncoder):
         return out
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
+        if keeps_every_row(new_order, encoder_out["prompt_embeds"][0].shape[0]):
+            return encoder_out
         return {k: [t.index_select(0, new_order) for t in v] for k, v in encoder_out.items()}
 
 
@@ -290,7 +317,7 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
 
     def reorder_incremental_state(self, incremental_state, new_order: Tensor):
         cache = self.get_incremental_state(incremental_state, "kv")
-        if cache is not None:
+        if cache is not None and not keeps_every_row(new_order, cache["past"][0][0].shape[0]):
             self.set_incremental_state(incremental_state, "kv", {"past": reorder_cache(cache["past"], new_order)})
 
     def max_positions(self):
@@ -326,7 +353,7 @@ class WavLLMModel(FairseqEncoderDecoderModel):
         model = cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
         if cfg.init_from:
             model.load_state_dict(load_torch_file(cfg.init_from)["model"])
-        shard_llm_blocks(llm.layers)
+        model.encoder.speech_path_in_every_batch = shard_llm_blocks(llm.layers)
         return model
 
     def check_vocabulary(self, dictionary):
