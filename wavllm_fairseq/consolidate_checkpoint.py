@@ -28,6 +28,8 @@ def shard_paths(checkpoint: str) -> List[str]:
     """``X-shard0.pt``, ``X-shard1.pt``, ... for ``X.pt``: every rank's file, in rank order."""
     stem, ext = os.path.splitext(checkpoint)
     folder = os.path.dirname(checkpoint) or "."
+    if not os.path.isdir(folder):
+        raise CheckpointError(checkpoint, f"no folder {folder}")
     pattern = re.compile(re.escape(os.path.basename(stem)) + r"-shard(\d+)" + re.escape(ext) + "$")
     ranks = sorted(int(m.group(1)) for m in map(pattern.match, os.listdir(folder)) if m)
     if not ranks:

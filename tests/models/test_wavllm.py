@@ -198,6 +198,12 @@ def test_init_from_starts_the_model_from_a_checkpoint_file(task, tmp_path):
         torch.testing.assert_close(stage2.state_dict()[name], value, msg=name)
     with pytest.raises(CheckpointError, match="missing.pt"):
         stage2_from(str(tmp_path / "missing.pt"))
+    torch.save({"weights": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt: not a fairseq checkpoint"):
+        stage2_from(str(tmp_path / "other.pt"))
+    torch.save({"model": {**stage1.state_dict(), "encoder.bogus": torch.zeros(1)}}, tmp_path / "bogus.pt")
+    with pytest.raises(CheckpointError, match="bogus.pt: checkpoint does not fit the model.*encoder.bogus"):
+        stage2_from(str(tmp_path / "bogus.pt"))
 
 
 def test_activation_checkpointing_gives_the_same_gradients(task):

@@ -4,7 +4,8 @@ fairscale's FSDP): which parts of WavLLM become FSDP units.
 Each LLM block is one unit: the frozen LLM is nearly all of the model, so its weights are sharded
 across the ranks and gathered one block at a time. Everything else (embeddings, the speech
 encoders, adapters, fusion) stays in the root unit, which every rank gathers in every step: the
-ranks then run the same collectives whether or not their batch holds speech.
+ranks then run the same collectives whether or not their batch holds speech (and a batch without
+speech still runs the speech path, see ``WavLLMEncoder._silent_speech_term``).
 
 A block holds frozen weights and trainable LoRA, which fairscale can only shard with flattening
 off; fairseq's optimiser-state consolidation needs flattening, so each rank saves its own shard

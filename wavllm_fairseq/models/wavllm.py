@@ -23,13 +23,14 @@ from fairseq.models import (
 )
 from torch import Tensor, nn
 
-from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
-from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
 from .activation_checkpointing import set_activation_checkpointing
+from .checkpoint_errors import CheckpointError
 from .checkpoint_files import load_torch_file
 from .components import build_llm, build_wavlm, build_whisper
 from .encoder_cache import EncoderOutputCache
+from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
 from .sharding import shard_llm_blocks
+from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
 
 logger = logging.getLogger(__name__)
 
@@ -352,9 +353,19 @@ class WavLLMModel(FairseqEncoderDecoderModel):
         encoder = WavLLMEncoder(cfg, build_whisper(cfg), build_wavlm(cfg), llm)
         model = cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
         if cfg.init_from:
-            model.load_state_dict(load_torch_file(cfg.init_from)["model"])
+            model.start_from(cfg.init_from)
         model.encoder.speech_path_in_every_batch = shard_llm_blocks(llm.layers)
         return model
+
+    def start_from(self, path: str) -> None:
+        """Loads the weights of the fairseq checkpoint at ``path`` (``--init-from``)."""
+        state = load_torch_file(path)
+        if not isinstance(state, dict) or "model" not in state:
+            raise CheckpointError(path, "not a fairseq checkpoint (no 'model' entry)")
+        try:
+            self.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(path, str(e)) from e
 
     def check_vocabulary(self, dictionary):
         if self.decoder.llm.cfg.vocab_size < dictionary.vocab_size:
