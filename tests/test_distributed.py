@@ -110,6 +110,14 @@ def test_effective_batch_is_the_union_of_both_ranks(runs, speech_corpus):
     assert max(int(r["num_updates"]) for r in single) == n_train // BATCH_SIZE
     assert max(int(r["num_updates"]) for r in dist) == n_train // (2 * BATCH_SIZE)
     assert train_inner_records(logs["ddp", 1]) == [], "only rank 0 logs"
+    # Per-task counts add up across ranks although the ranks' batches hold different tasks.
+    tasks = [r.rsplit("\t", 1)[1] for r in (speech_corpus / "train.tsv").read_text().splitlines()[1:]]
+    expected = {"asr": tasks.count("asr"), "text": tasks.count("text")}
+    assert expected["asr"] > 0 and expected["text"] > 0 and sum(expected.values()) == n_train
+    for records in (single, dist):
+        for r in records:
+            assert sum(float(v) for k, v in r.items() if k.startswith("n_task_")) == float(r["bsz"]), r
+        assert {t: sum(float(r.get(f"n_task_{t}", 0)) for r in records) for t in expected} == expected
 
 
 def test_fully_sharded_training_gives_the_data_parallel_weights(runs):

@@ -54,8 +54,12 @@ class WavLLMCrossEntropy(FairseqCriterion):
             "sample_size": ntokens,
             "n_correct": int(correct.sum()),
         }
-        for name, count in Counter(sample.get("task_names", [])).items():
-            logging_output[TASK_COUNT_PREFIX + name] = count
+        # A count for every task the loaded manifests hold, zeros included: fairseq sums the ranks'
+        # logging outputs as one vector of their values, so every rank must give the same keys in
+        # the same order whatever its batch holds.
+        counts = Counter(sample.get("task_names", []))
+        for name in sorted(set(getattr(self.task, "task_names", [])) | set(counts)):
+            logging_output[TASK_COUNT_PREFIX + name] = counts[name]
         return loss_sum, ntokens, logging_output
 
     @staticmethod
@@ -71,7 +75,8 @@ class WavLLMCrossEntropy(FairseqCriterion):
         metrics.log_scalar("accuracy", 100.0 * total("n_correct") / max(ntokens, 1), ntokens, round=2)
         names = {k for log in logging_outputs for k in log if k.startswith(TASK_COUNT_PREFIX)}
         for key in sorted(names):
-            metrics.log_scalar_sum(key, total(key))
+            if total(key) > 0:
+                metrics.log_scalar_sum(key, total(key))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

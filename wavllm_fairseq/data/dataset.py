@@ -90,6 +90,8 @@ class WavLLMDataset(FairseqDataset):
         if not self.examples:
             raise ManifestError(manifest_path, 1, None, "no usable rows")
         self.has_target = all(e.target is not None for e in self.examples)
+        self.task_names = sorted({e.row.task or task_name for e in self.examples})
+        """Every task name its rows carry (the manifest's name where a row has no task)."""
         self._sizes = np.array([self._cost(e) for e in self.examples], dtype=np.int64)
 
     @staticmethod

@@ -75,6 +75,10 @@ class WavLLMTask(FairseqTask):
         self.tokenizer = tokenizer
         self.template = template
         self.dictionary = TokenizerDictionary(tokenizer, template.end_of_turn_id(tokenizer))
+        self.task_names: List[str] = []
+        """Sorted task names of every manifest loaded so far: each rank loads the same manifests at
+        the same point, so each rank knows the same names (the criterion's per-task counts rely
+        on it)."""
 
     @classmethod
     def setup_task(cls, cfg: WavLLMTaskConfig, **kwargs):
@@ -92,10 +96,12 @@ class WavLLMTask(FairseqTask):
         path = os.path.join(self.cfg.data, f"{name}.tsv")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"manifest not found: {path} (subset {name!r} of --data {self.cfg.data})")
-        return WavLLMDataset(
+        dataset = WavLLMDataset(
             path, self.tokenizer, self.template, self.dictionary.pad(),
             audio_root=self.cfg.audio_root, skip_bad_rows=self.cfg.skip_bad_rows, task_name=name,
         )
+        self.task_names = sorted(set(self.task_names) | set(dataset.task_names))
+        return dataset
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         names = [s for s in split.split(",") if s]
