@@ -12,6 +12,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import REPO  # noqa: E402
 from test_pipeline import generate_args, train_args, train_inner_records, train_losses  # noqa: E402
 
+from wavllm_fairseq.consolidate_checkpoint import consolidate  # noqa: E402
+from wavllm_fairseq.models.checkpoint_errors import CheckpointError  # noqa: E402
+
 # Runs fairseq-train, and before each checkpoint save writes this rank's trainable weights:
 # fairseq itself only saves on rank 0, and the point is to compare the ranks.
 RANK_WRAPPER = """
@@ -120,32 +123,44 @@ def test_effective_batch_is_the_union_of_both_ranks(runs, speech_corpus):
         assert {t: sum(float(r.get(f"n_task_{t}", 0)) for r in records) for t in expected} == expected
 
 
-def test_fully_sharded_training_gives_the_data_parallel_weights(runs):
-    """Sharding changes where weights live, not what training computes: the consolidated
-    fully-sharded checkpoint holds the weights data-parallel training reached."""
-    from wavllm_fairseq.consolidate_checkpoint import consolidate
+@pytest.fixture(scope="module")
+def consolidated_stage1(runs):
+    """The fully-sharded stage-1 run's checkpoint, joined from its rank files."""
+    fsdp_dir = runs[1]["fsdp"]
+    assert not (fsdp_dir / "checkpoint_last.pt").exists(), "fully sharded: rank files only"
+    return consolidate(str(fsdp_dir / "checkpoint_last.pt"))
 
-    logs, dirs = runs
-    assert train_losses(logs["fsdp", 0]).keys() == train_losses(logs["ddp", 0]).keys()
-    assert not (dirs["fsdp"] / "checkpoint_last.pt").exists()
-    sharded = torch.load(consolidate(str(dirs["fsdp"] / "checkpoint_last.pt")))["model"]
-    replicated = torch.load(dirs["ddp"] / "checkpoint_last.pt")["model"]
+
+def same_weights(consolidated, ddp_dir):
+    """The consolidated fully-sharded weights, checked equal to data-parallel training's."""
+    sharded = torch.load(consolidated)["model"]
+    replicated = torch.load(ddp_dir / "checkpoint_last.pt")["model"]
     assert sharded.keys() == replicated.keys()
-    # LoRA's B starts at zero: non-zero values show the compared weights were trained.
-    assert any(v.abs().sum() > 0 for k, v in sharded.items() if k.endswith(".lora_B"))
     for name in sharded:
         torch.testing.assert_close(sharded[name], replicated[name], rtol=1e-4, atol=1e-5, msg=name)
+    return sharded
+
+
+def hypotheses(results_dir):
+    return [line for line in (results_dir / "generate-test.txt").read_text().splitlines() if line.startswith("H-")]
+
+
+def test_fully_sharded_training_gives_the_data_parallel_weights(runs, consolidated_stage1):
+    """Sharding changes where weights live, not what training computes: the consolidated
+    fully-sharded checkpoint holds the weights data-parallel training reached."""
+    logs, dirs = runs
+    assert train_losses(logs["fsdp", 0]).keys() == train_losses(logs["ddp", 0]).keys()
+    sharded = same_weights(consolidated_stage1, dirs["ddp"])
+    # LoRA's B starts at zero: non-zero values show the compared weights were trained.
+    assert any(v.abs().sum() > 0 for k, v in sharded.items() if k.endswith(".lora_B"))
 
 
 @pytest.fixture(scope="module")
-def stage2_runs(runs, speech_corpus, tmp_path_factory):
+def stage2_runs(runs, consolidated_stage1, speech_corpus, tmp_path_factory):
     """Stage 2 (with the prompt adapter) on two ranks from each backend's stage-1 checkpoint: fairseq's
     --finetune-from-model for data-parallel training, the model's --init-from for fully-sharded."""
-    from wavllm_fairseq.consolidate_checkpoint import consolidate
-
-    stage1 = runs[1]
-    starts = {"ddp": ["--ddp-backend", "legacy_ddp", "--finetune-from-model", stage1["ddp"] / "checkpoint_last.pt"],
-              "fsdp": [*FULLY_SHARDED, "--init-from", consolidate(str(stage1["fsdp"] / "checkpoint_last.pt"))]}
+    starts = {"ddp": ["--ddp-backend", "legacy_ddp", "--finetune-from-model", runs[1]["ddp"] / "checkpoint_last.pt"],
+              "fsdp": [*FULLY_SHARDED, "--init-from", consolidated_stage1]}
     dirs, procs = {}, {}
     for name, start in starts.items():
         dirs[name] = tmp_path_factory.mktemp(f"stage2_{name}")
@@ -158,24 +173,16 @@ def stage2_runs(runs, speech_corpus, tmp_path_factory):
 
 
 def test_fully_sharded_stage_2_starts_from_stage_1_and_gives_the_data_parallel_weights(stage2_runs):
-    from wavllm_fairseq.consolidate_checkpoint import consolidate
-
     logs, dirs = stage2_runs
     assert "prompt adapter not in the checkpoint" in logs["fsdp", 0]
-    sharded = torch.load(consolidate(str(dirs["fsdp"] / "checkpoint_last.pt")))["model"]
-    replicated = torch.load(dirs["ddp"] / "checkpoint_last.pt")["model"]
-    assert sharded.keys() == replicated.keys() and any(k.startswith("encoder.prompt_adapter.") for k in sharded)
-    for name in sharded:
-        torch.testing.assert_close(sharded[name], replicated[name], rtol=1e-4, atol=1e-5, msg=name)
+    sharded = same_weights(consolidate(str(dirs["fsdp"] / "checkpoint_last.pt")), dirs["ddp"])
+    assert any(k.startswith("encoder.prompt_adapter.") for k in sharded)
 
 
 def test_consolidation_names_missing_mixed_or_foreign_shards(runs, tmp_path):
     import shutil
 
-    from wavllm_fairseq.consolidate_checkpoint import consolidate
-    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
-
-    logs, dirs = runs
+    _, dirs = runs
     checkpoint = tmp_path / "checkpoint_last.pt"
     with pytest.raises(CheckpointError, match="no shard files"):
         consolidate(str(checkpoint))
@@ -195,13 +202,9 @@ def test_consolidation_names_missing_mixed_or_foreign_shards(runs, tmp_path):
     assert not (tmp_path / "checkpoint_last_consolidated.pt").exists()
 
 
-def test_a_consolidated_checkpoint_decodes(runs, speech_corpus, run_fairseq, tmp_path):
-    from wavllm_fairseq.consolidate_checkpoint import consolidate
-
-    checkpoint = consolidate(str(runs[1]["fsdp"] / "checkpoint_last.pt"))
-    run_fairseq("generate", generate_args(speech_corpus, checkpoint, tmp_path / "gen", "--cpu"), cwd=tmp_path)
-    out = (tmp_path / "gen" / "generate-test.txt").read_text()
-    assert len([line for line in out.splitlines() if line.startswith("H-")]) == 3
+def test_a_consolidated_checkpoint_decodes(consolidated_stage1, speech_corpus, run_fairseq, tmp_path):
+    run_fairseq("generate", generate_args(speech_corpus, consolidated_stage1, tmp_path / "gen", "--cpu"), cwd=tmp_path)
+    assert len(hypotheses(tmp_path / "gen")) == 3
 
 
 GPU_BACKENDS = {
@@ -240,8 +243,6 @@ def gpu_config(corpus, save_dir, max_update, backend):
 def test_trains_and_generates_on_a_gpu(speech_corpus, tmp_path, run_fairseq, backend):
     from omegaconf import OmegaConf
 
-    from wavllm_fairseq.consolidate_checkpoint import consolidate
-
     OmegaConf.save(gpu_config(speech_corpus, tmp_path, 30, backend), tmp_path / "gpu.yaml")
     log = run_fairseq("hydra_train", ["--config-dir", tmp_path, "--config-name", "gpu"], cwd=tmp_path)
     losses = train_losses(log.stdout + log.stderr)
@@ -253,5 +254,4 @@ def test_trains_and_generates_on_a_gpu(speech_corpus, tmp_path, run_fairseq, bac
     precision_flag = GPU_BACKENDS[backend][2]
     run_fairseq("generate", generate_args(speech_corpus, checkpoint, tmp_path / "gen", precision_flag, "--beam", "4"),
                 cwd=tmp_path)
-    out = (tmp_path / "gen" / "generate-test.txt").read_text()
-    assert len([line for line in out.splitlines() if line.startswith("H-")]) == 3
+    assert len(hypotheses(tmp_path / "gen")) == 3

@@ -45,6 +45,11 @@ def _num_updates(state: dict) -> int:
     return history[-1].get("num_updates", -1)
 
 
+def _in_unit(unit: dict, name: str) -> str:
+    """A parameter's state-dict key from its name inside an FSDP unit's metadata."""
+    return f"{unit['fsdp_path']}.{name}" if unit["fsdp_path"] else name
+
+
 def consolidate_weights(paths: List[str], states: List[dict]) -> Dict[str, torch.Tensor]:
     """The full weights from every rank's shard, using the FSDP metadata saved with them."""
     metadata = [s["fsdp_metadata"] for s in states]
@@ -52,7 +57,7 @@ def consolidate_weights(paths: List[str], states: List[dict]) -> Dict[str, torch
     weights = {}
     for unit_index, unit in enumerate(metadata[0]["param_metadata"]):
         for name, param in unit["params"].items():
-            key = f"{unit['fsdp_path']}.{name}" if unit["fsdp_path"] else name
+            key = _in_unit(unit, name)
             if key not in models[0]:
                 continue  # a pretrained component the checkpoint leaves out (read from its own file)
             numel = sum(param["numels"])
@@ -73,7 +78,7 @@ def consolidate_weights(paths: List[str], states: List[dict]) -> Dict[str, torch
                 raise CheckpointError(paths[0], f"the shards hold {full.numel()} values, not {numel}: "
                                       f"were they saved by one run of {len(paths)} ranks?", key=key)
             for sub_name, shape, part in zip(param["names"], param["shapes"], full.split(param["numels"])):
-                weights[f"{unit['fsdp_path']}.{sub_name}" if unit["fsdp_path"] else sub_name] = part.view(shape)
+                weights[_in_unit(unit, sub_name)] = part.view(shape)
     for name in metadata[0]["buffer_names"]:
         if name in models[0]:
             weights[name] = models[0][name]

@@ -74,8 +74,13 @@ def test_logits_cover_exactly_the_target_and_loss_ignores_the_prompt(task):
         assert b["target"][row, length - 1] == eos
 
 
+def encode(model, sample):
+    """The encoder's output for a collated sample (its net input less the decoder's tokens)."""
+    return model.encoder(**{k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"})
+
+
 def greedy_without_cache(model, sample, steps):
-    enc = model.encoder(**{k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"})
+    enc = encode(model, sample)
     eos = model.decoder.dictionary.eos()
     tokens = torch.full((sample["id"].numel(), 1), eos)
     all_logits = []
@@ -92,7 +97,7 @@ def test_kv_cache_decoding_equals_full_recomputation(task, prompt_adapter):
     b = batch(task, mixed(task))
     with torch.no_grad():
         ref_tokens, ref_logits = greedy_without_cache(model, b, 6)
-        enc = model.encoder(**{k: v for k, v in b["net_input"].items() if k != "prev_output_tokens"})
+        enc = encode(model, b)
         state = {}
         tokens = torch.full((3, 1), model.decoder.dictionary.eos())
         for step in range(6):
@@ -144,10 +149,9 @@ def test_prompt_rows_are_their_segments_one_after_the_other_left_padded():
 def test_reordering_by_the_identity_copies_nothing_and_other_orders_pick_rows(task):
     model = build(task)
     b = batch(task, mixed(task))
-    net_input = {k: v for k, v in b["net_input"].items() if k != "prev_output_tokens"}
     state = {}
     with torch.no_grad():
-        encoder_out = model.encoder(**net_input)
+        encoder_out = encode(model, b)
         model.decoder(b["net_input"]["prev_output_tokens"][:, :1], encoder_out=encoder_out, incremental_state=state)
     past = model.decoder.get_incremental_state(state, "kv")["past"]
     same = torch.arange(3)

@@ -58,7 +58,7 @@ class WavLLMCrossEntropy(FairseqCriterion):
         # logging outputs as one vector of their values, so every rank must give the same keys in
         # the same order whatever its batch holds.
         counts = Counter(sample.get("task_names", []))
-        for name in sorted(set(getattr(self.task, "task_names", [])) | set(counts)):
+        for name in sorted(set(self.task.task_names) | set(counts)):
             logging_output[TASK_COUNT_PREFIX + name] = counts[name]
         return loss_sum, ntokens, logging_output
 
