@@ -21,10 +21,9 @@ official reader ignores extra columns) names each row's task for per-task statis
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional
 
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "prompt", "with_speech")
 OPTIONAL_COLUMNS = ("tgt_text", "task")
