@@ -9,7 +9,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["wavllm_fairseq", "wavllm_fairseq.*", "manifests", "manifests.*"]),
-    package_data={"manifests": ["*.json"]},
+    package_data={"manifests": ["*.json"], "wavllm_fairseq.server": ["page.html"]},
     install_requires=[
         # fairseq 0.12.2 does not import on Python 3.11+; fairseq-fixed is its main branch with the fix.
         'fairseq==0.12.2; python_version < "3.11"',
@@ -37,8 +37,15 @@ setup(
             "tiktoken",
             "more-itertools",
             "fairscale==0.4.13",
+            # the server's tests: the server itself, the openai client and a real browser's driver
+            "fastapi",
+            "uvicorn",
+            "openai",
+            "selenium",
         ],
         "demo": ["espeakng-loader"],
+        # python -m wavllm_fairseq.serve
+        "serve": ["fastapi", "uvicorn"],
         # fairseq's --ddp-backend fully_sharded wraps fairscale's FSDP (0.4.13 is the last release).
         "fsdp": ["fairscale==0.4.13"],
     },

@@ -1,5 +1,5 @@
 """WavLLM as a fairseq plugin: ``--user-dir wavllm_fairseq`` registers its task, model,
-criterion and scorer."""
+criterion and scorer; ``WavLLM.from_checkpoint`` answers questions with a trained model."""
 from .checkpoint_safety import allow_fairseq_checkpoints
 from .errors import install_excepthook
 
@@ -11,3 +11,4 @@ from .criterions import wavllm_cross_entropy  # noqa: E402,F401
 from .models import wavllm  # noqa: E402,F401
 from .scoring import accuracy  # noqa: E402,F401
 from .tasks import wavllm as wavllm_task  # noqa: E402,F401
+from .inference import WavLLM  # noqa: E402,F401

@@ -81,6 +81,11 @@ def load_audio(paths: Sequence[str]) -> torch.Tensor:
             raise AudioError(f"{path}: unreadable audio ({e})") from None
         if data.shape[0] == 0:
             raise AudioError(f"{path}: audio file is empty")
-        wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-        pieces.append(resample(wave, sr, SAMPLE_RATE))
+        pieces.append(mono_16k(data, sr))
     return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def mono_16k(frames: np.ndarray, sample_rate: int) -> torch.Tensor:
+    """A float32 frames x channels array (soundfile's layout) as one 16 kHz channel: channels averaged."""
+    wave = torch.from_numpy(np.ascontiguousarray(frames.mean(axis=1), dtype=np.float32))
+    return resample(wave, sample_rate, SAMPLE_RATE)

@@ -16,11 +16,17 @@ and target boundaries.
 Text-only examples (``with_speech=False``) drop the speech span ``<SPEECH>`` … ``</SPEECH> ``:
 ``prefix`` is the text before the user's content, ``suffix`` starts with the prompt, still
 encoded in a call of its own so the prompt tokenizes as it does after ``</SPEECH> ``.
+
+Conversations (a system text of the user's, earlier turns) render the same way: every earlier
+assistant answer is encoded as a target is, each later user turn opens with
+``next_user_turn_start``, and the speech span sits at the start of the content of the user turn
+that carries the audio (with no audio, the split sits where the first user content starts). A
+single user turn with the default system text gives exactly ``encode_prompt``'s ids.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..checkpoint_errors import CheckpointError
 from .tokenizer import Tokenizer
@@ -43,7 +49,22 @@ class Special:
 
 BOS = Special("BOS")
 EOS = Special("EOS")
+_CALL_BOUNDARY = Special("call boundary")
+"""Ends a text run: the text after it is encoded by a call of its own (an answer, as a target is)."""
+_SPEECH_SPLIT = Special("speech")
+"""Where the speech frames go: ``prefix`` ends and ``suffix`` starts here."""
 Segment = Union[str, Special]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation."""
+
+    role: str
+    """``user`` or ``assistant``."""
+    text: str
+    with_speech: bool = False
+    """Whether the speech frames come before this (user) turn's text."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +87,47 @@ class ChatTemplate:
     """From the end of the user's content to where the assistant's answer starts."""
     end_of_turn: Special
     """Closes the answer; generation stops on it."""
+    next_user_turn_start: Tuple[Segment, ...]
+    """From the end of an answer to the content of the next user turn."""
 
     def encode_prompt(self, tokenizer: Tokenizer, prompt: str, with_speech: bool) -> EncodedPrompt:
-        if with_speech:
-            before, after = self.user_turn_start + (SPEECH_OPEN,), (SPEECH_CLOSE + prompt,) + self.user_turn_end
-        else:
-            before, after = self.user_turn_start, (prompt,) + self.user_turn_end
-        return EncodedPrompt(self._encode(tokenizer, before), self._encode(tokenizer, after))
+        return self.encode_conversation(tokenizer, [Turn("user", prompt, with_speech)])
+
+    def encode_conversation(self, tokenizer: Tokenizer, turns: Sequence[Turn],
+                            system: Optional[str] = None) -> EncodedPrompt:
+        """The prompt of a conversation that ends with a user turn; ``system`` replaces the default
+        system text. At most one user turn carries speech."""
+        if not turns or turns[-1].role != "user":
+            raise ValueError("a conversation to answer must end with a user turn")
+        if sum(t.with_speech for t in turns) > 1:
+            raise ValueError("only one turn of a conversation can carry speech")
+        speech_turn = next((i for i, t in enumerate(turns) if t.with_speech), None)
+        split_turn = speech_turn if speech_turn is not None else next(i for i, t in enumerate(turns) if t.role == "user")
+        segments: List[Segment] = [self._with_system(s, system) for s in self.user_turn_start]
+        previous = None
+        for i, turn in enumerate(turns):
+            if turn.role == "user":
+                if previous == "user":
+                    raise ValueError("two user turns in a row: join them into one message")
+                if previous == "assistant":
+                    segments += self.next_user_turn_start
+                if i == split_turn:
+                    segments += [SPEECH_OPEN, _SPEECH_SPLIT, SPEECH_CLOSE] if turn.with_speech else [_SPEECH_SPLIT]
+                segments += [turn.text, *self.user_turn_end]
+            elif turn.role == "assistant":
+                if previous != "user":
+                    raise ValueError("an assistant turn must answer a user turn")
+                segments += [_CALL_BOUNDARY, turn.text, self.end_of_turn]
+            else:
+                raise ValueError(f"unknown role {turn.role!r}: user or assistant")
+            previous = turn.role
+        split = segments.index(_SPEECH_SPLIT)
+        return EncodedPrompt(self._encode(tokenizer, tuple(segments[:split])),
+                             self._encode(tokenizer, tuple(segments[split + 1:])))
+
+    @staticmethod
+    def _with_system(segment: Segment, system: Optional[str]) -> Segment:
+        return segment.replace(SYSTEM, system) if system is not None and isinstance(segment, str) else segment
 
     def encode_target(self, tokenizer: Tokenizer, text: str) -> List[int]:
         return tokenizer.encode(text) + [self.end_of_turn_id(tokenizer)]
@@ -95,7 +150,8 @@ class ChatTemplate:
             if text:
                 ids += tokenizer.encode(text)
                 text = ""
-            ids.append(self._special_id(tokenizer, segment))
+            if segment != _CALL_BOUNDARY:
+                ids.append(self._special_id(tokenizer, segment))
         if text:
             ids += tokenizer.encode(text)
         return ids
@@ -132,6 +188,8 @@ TEMPLATES: Dict[str, ChatTemplate] = {
             user_turn_start=(BOS, f"[INST]<<SYS>>\n{SYSTEM}\n<</SYS>>\n\n"),
             user_turn_end=(" [/INST]",),
             end_of_turn=EOS,
+            # LLaMA-2 chat: <s>[INST] {user} [/INST] {answer} </s><s>[INST] {user} [/INST]
+            next_user_turn_start=(BOS, "[INST] "),
         ),
         ChatTemplate(
             name="llama3",
@@ -143,6 +201,7 @@ TEMPLATES: Dict[str, ChatTemplate] = {
             ),
             user_turn_end=(_LLAMA3_EOT, _LLAMA3_HEADER_START, "assistant", _LLAMA3_HEADER_END, "\n\n"),
             end_of_turn=_LLAMA3_EOT,
+            next_user_turn_start=(_LLAMA3_HEADER_START, "user", _LLAMA3_HEADER_END, "\n\n"),
         ),
         ChatTemplate(
             name="chatml",
@@ -150,6 +209,7 @@ TEMPLATES: Dict[str, ChatTemplate] = {
             user_turn_start=(_IM_START, f"system\n{SYSTEM}", _IM_END, "\n", _IM_START, "user\n"),
             user_turn_end=(_IM_END, "\n", _IM_START, "assistant\n"),
             end_of_turn=_IM_END,
+            next_user_turn_start=("\n", _IM_START, "user\n"),
         ),
     )
 }

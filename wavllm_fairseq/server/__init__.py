@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server behind ``python -m wavllm_fairseq.serve`` (the ``serve`` extra)."""
