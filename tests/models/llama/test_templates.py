@@ -122,3 +122,48 @@ def test_registry():
         assert isinstance(template.version, int) and template.version >= 1
     with pytest.raises(ValueError, match="unknown chat template 'vicuna'.*llama2.*llama3.*chatml"):
         get_template("vicuna")
+
+
+# Conversations (the server's system messages and earlier turns); {speech} as above.
+CONVERSATION = {
+    "llama2": "<s>[INST]<<SYS>>\n{system}\n<</SYS>>\n\n<SPEECH>{speech} </SPEECH> {prompt} [/INST] {answer}</s>"
+              "<s>[INST] {question} [/INST]",
+    "llama3": (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n<SPEECH>{speech} </SPEECH> {prompt}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n{answer}<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
+    "chatml": (
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n<SPEECH>{speech} </SPEECH> {prompt}<|im_end|>\n"
+        "<|im_start|>assistant\n{answer}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+}
+
+
+def test_a_conversation_renders_its_system_text_and_earlier_turns(case):
+    from wavllm_fairseq.models.llama.templates import Turn
+
+    template, tok = case
+    turns = [Turn("user", PROMPT, True), Turn("assistant", TARGET), Turn("user", "Who speaks?")]
+    p = template.encode_conversation(tok, turns, system="Be brief.")
+    text = CONVERSATION[template.name].format(system="Be brief.", speech=SPEECH, prompt=PROMPT, answer=TARGET,
+                                              question="Who speaks?")
+    assert tok.decode(p.prefix) + SPEECH + tok.decode(p.suffix) == text
+    # the answer is tokenized as a training target is, the single turn as a manifest row is
+    answer = template.encode_target(tok, TARGET)
+    assert any(p.suffix[i: i + len(answer)] == answer for i in range(len(p.suffix)))
+    assert template.encode_conversation(tok, turns[:1]) == template.encode_prompt(tok, PROMPT, True)
+
+
+def test_a_conversation_must_end_with_one_user_turn_and_one_speech_span(case):
+    from wavllm_fairseq.models.llama.templates import Turn
+
+    template, tok = case
+    with pytest.raises(ValueError, match="must end with a user turn"):
+        template.encode_conversation(tok, [Turn("user", "a"), Turn("assistant", "b")])
+    with pytest.raises(ValueError, match="only one turn"):
+        template.encode_conversation(tok, [Turn("user", "a", True), Turn("assistant", "b"), Turn("user", "c", True)])
+    with pytest.raises(ValueError, match="two user turns in a row"):
+        template.encode_conversation(tok, [Turn("user", "a"), Turn("user", "c")])
