@@ -1,0 +1,32 @@
+"""python -m wavllm_fairseq.chat reading ``audio<TAB>prompt`` lines from a pipe."""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import MAX_NEW_TOKENS  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_scripted_lines_get_the_api_answers_in_order_and_a_bad_line_is_named(tiny_model, tiny_checkpoint,
+                                                                             speech_corpus, tmp_path):
+    clip, other = str(speech_corpus / "audio/test_0.wav"), str(speech_corpus / "audio/test_1.wav")
+    lines = [
+        f"{other}\tWhat is said?",
+        "Transcribe the audio clip into text.",  # no tab: about --audio
+        f"{tmp_path / 'missing.wav'}\tTranscribe.",
+        "",
+        f"\tWho speaks?",  # empty audio field: about --audio
+    ]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "wavllm_fairseq.chat", "--path", tiny_checkpoint, "--audio", clip, "--device", "cpu",
+         "--max-new-tokens", str(MAX_NEW_TOKENS), "--beam", "2"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    expected = tiny_model.generate([other, clip, clip], ["What is said?", "Transcribe the audio clip into text.",
+                                                         "Who speaks?"], beam=2, max_new_tokens=MAX_NEW_TOKENS)
+    assert proc.stdout.split("\n") == [expected[0], expected[1], "", expected[2], ""]
+    assert f"standard input, line 3: {tmp_path / 'missing.wav'}: audio file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
