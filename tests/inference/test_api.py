@@ -64,13 +64,6 @@ def test_answers_equal_fairseq_generate(tiny_model, tiny_checkpoint, mixed_input
     assert sum(len(a.split()) for a in answers) >= 2 * len(answers)  # several tokens, not empty answers
 
 
-def test_each_answer_equals_the_question_asked_alone(tiny_model, mixed_inputs):
-    _, audios, prompts = mixed_inputs
-    together = tiny_model.generate(audios, prompts, max_new_tokens=MAX_NEW_TOKENS)
-    alone = [tiny_model.generate([a], [p], max_new_tokens=MAX_NEW_TOKENS)[0] for a, p in zip(audios, prompts)]
-    assert together == alone
-
-
 def test_streamed_tokens_grow_into_the_answer(tiny_model, mixed_inputs):
     _, audios, prompts = mixed_inputs
     queries = [tiny_model.query(a, p) for a, p in zip(audios[:2], prompts[:2])]
@@ -86,9 +79,9 @@ def test_streamed_tokens_grow_into_the_answer(tiny_model, mixed_inputs):
 
 def test_sampling_is_reproducible_with_a_seed(tiny_model, mixed_inputs):
     _, audios, prompts = mixed_inputs
-    options = dict(sampling=True, temperature=1.5, top_p=0.9, max_new_tokens=MAX_NEW_TOKENS, seed=3)
-    first = tiny_model.generate(audios, prompts, **options)
-    assert tiny_model.generate(audios, prompts, **options) == first
+    options = dict(sampling=True, temperature=1.5, top_p=0.9, max_new_tokens=6, seed=3)
+    first = tiny_model.generate(audios[:2], prompts[:2], **options)
+    assert tiny_model.generate(audios[:2], prompts[:2], **options) == first
 
 
 def test_bfloat16_decodes(tiny_checkpoint, mixed_inputs):
@@ -97,8 +90,8 @@ def test_bfloat16_decodes(tiny_checkpoint, mixed_inputs):
     _, audios, prompts = mixed_inputs
     model = WavLLM.from_checkpoint(str(tiny_checkpoint), device="cpu", dtype="bfloat16")
     assert {p.dtype for p in model.model.parameters()} == {torch.bfloat16}
-    answers = model.generate(audios, prompts, max_new_tokens=MAX_NEW_TOKENS)
-    assert len(answers) == len(prompts) and all(isinstance(a, str) for a in answers) and any(answers)
+    answers = model.generate(audios[-2:], prompts[-2:], max_new_tokens=6)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers) and any(answers)
 
 
 def test_unusable_audio_is_named(tiny_model, tmp_path):
