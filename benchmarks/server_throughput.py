@@ -39,11 +39,11 @@ from wavllm_fairseq.server.app import create_app
 from wavllm_fairseq.server.openai_format import Limits
 
 
-def requests_from(manifest: str, count: int) -> List[Tuple[str, str]]:
+def requests_from(manifest: str, audio_root: str, count: int) -> List[Tuple[str, str]]:
     rows = [r for r in read_manifest(manifest) if r.with_speech and len(r.audio) == 1]
     if not rows:
         sys.exit(f"{manifest}: no rows with one audio file")
-    return [(resolve_audio_path(rows[i % len(rows)].audio[0], None, manifest), rows[i % len(rows)].prompt)
+    return [(resolve_audio_path(rows[i % len(rows)].audio[0], audio_root, manifest), rows[i % len(rows)].prompt)
             for i in range(count)]
 
 
@@ -72,15 +72,16 @@ class RunningServer:
         self.thread.join()
 
 
-def summary(latencies: List[float], wall: float) -> Dict[str, float]:
+def summary(latencies: List[float], wall: float, tokens: List[int]) -> Dict[str, float]:
     ordered = sorted(latencies)
-    return {"req_per_s": len(latencies) / wall, "median_s": statistics.median(ordered),
+    return {"req_per_s": len(latencies) / wall, "tokens": statistics.mean(tokens), "median_s": statistics.median(ordered),
             "p95_s": ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]}
 
 
 def through_server(port: int, bodies: List[dict], clients: int) -> Dict[str, float]:
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     latencies: List[float] = []
+    tokens: List[int] = []
 
     def send(body):
         with httpx.Client(timeout=600) as client:
@@ -88,27 +89,30 @@ def through_server(port: int, bodies: List[dict], clients: int) -> Dict[str, flo
             response = client.post(url, json=body)
             response.raise_for_status()
             latencies.append(time.perf_counter() - start)
+            tokens.append(response.json()["usage"]["completion_tokens"])
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(send, bodies))
-    return summary(latencies, time.perf_counter() - start)
+    return summary(latencies, time.perf_counter() - start, tokens)
 
 
 def sequential(model: WavLLM, requests: List[Tuple[str, str]], max_tokens: int) -> Dict[str, float]:
-    latencies = []
+    latencies, tokens = [], []
     start = time.perf_counter()
     for path, prompt in requests:
         t = time.perf_counter()
-        model.answer([model.query(path, prompt)], Decoding(max_new_tokens=max_tokens))
+        answer = model.answer([model.query(path, prompt)], Decoding(max_new_tokens=max_tokens))[0]
         latencies.append(time.perf_counter() - t)
-    return summary(latencies, time.perf_counter() - start)
+        tokens.append(len(answer.tokens))
+    return summary(latencies, time.perf_counter() - start, tokens)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", required=True, help="checkpoint")
     parser.add_argument("--manifest", required=True, help="manifest whose clips and prompts are the requests")
+    parser.add_argument("--audio-root", help="root of the manifest's relative audio paths; default: its folder")
     parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-tokens", type=int, default=24, help="answer length cap (greedy)")
@@ -121,7 +125,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     model = WavLLM.from_checkpoint(args.path, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
-    requests = requests_from(args.manifest, args.requests)
+    requests = requests_from(args.manifest, args.audio_root, args.requests)
     bodies = []
     for path, prompt in requests:
         with open(path, "rb") as f:
@@ -135,7 +139,7 @@ def main() -> None:
     sequential(model, requests[:4], args.max_tokens)  # warm-up
     base = sequential(model, requests, args.max_tokens)
     print(f"sequential (inference core, no HTTP): {base['req_per_s']:.2f} req/s, "
-          f"median {base['median_s']:.3f} s, p95 {base['p95_s']:.3f} s")
+          f"median {base['median_s']:.3f} s, p95 {base['p95_s']:.3f} s, {base['tokens']:.1f} tokens per answer")
     print("| clients | batched req/s | median s | p95 s | unbatched req/s | median s | p95 s | gain |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for clients in args.clients:

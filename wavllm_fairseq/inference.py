@@ -169,9 +169,6 @@ class WavLLM:
         from fairseq.dataclass.configs import FairseqConfig
         from omegaconf import OmegaConf
 
-        from . import tasks  # noqa: F401  (registers the task and model with fairseq)
-        from .models import wavllm  # noqa: F401
-
         if not os.path.isfile(path):
             raise CheckpointError(path, "checkpoint not found")
         dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype

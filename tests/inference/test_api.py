@@ -115,3 +115,17 @@ def test_a_missing_checkpoint_is_named(tmp_path):
 
     with pytest.raises(CheckpointError, match=r"nothing\.pt: checkpoint not found"):
         WavLLM.from_checkpoint(str(tmp_path / "nothing.pt"))
+
+
+def test_a_tokenizer_given_replaces_the_one_recorded(tiny_model, tiny_checkpoint, speech_corpus, tmp_path, mixed_inputs):
+    import shutil
+
+    from wavllm_fairseq import WavLLM
+
+    _, audios, prompts = mixed_inputs
+    moved = tmp_path / "moved.model"
+    shutil.copy(speech_corpus / "spm.model", moved)
+    model = WavLLM.from_checkpoint(str(tiny_checkpoint), tokenizer=str(moved), device="cpu")
+    assert model.task.cfg.tokenizer_path == str(moved) != tiny_model.task.cfg.tokenizer_path
+    assert model.generate(audios[-1:], prompts[-1:], max_new_tokens=4) == tiny_model.generate(
+        audios[-1:], prompts[-1:], max_new_tokens=4)

@@ -18,7 +18,7 @@ def test_scripted_lines_get_the_api_answers_in_order_and_a_bad_line_is_named(tin
         "Transcribe the audio clip into text.",  # no tab: about --audio
         f"{tmp_path / 'missing.wav'}\tTranscribe.",
         "",
-        f"\tWho speaks?",  # empty audio field: about --audio
+        "\tWho speaks?",  # empty audio field: about --audio
     ]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
