@@ -32,11 +32,23 @@ def browser():
     chromium, chromedriver = browser_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    # The fake media flags give the page a microphone (a beeping test signal) without asking.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
     yield driver
     driver.quit()
+
+
+def wait_for_answer(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text == "done" or
+                                     b.find_element(By.ID, "status").text.startswith("error"))
+    assert browser.find_element(By.ID, "status").text == "done"
+    return browser.execute_script("return document.getElementById('answer').textContent")
 
 
 def test_page_uploads_a_clip_and_streams_the_answer(browser, server_url, tiny_model, speech_corpus):
@@ -57,10 +69,26 @@ def test_page_uploads_a_clip_and_streams_the_answer(browser, server_url, tiny_mo
         new MutationObserver(() => window.shown.push(document.getElementById('answer').textContent))
             .observe(document.getElementById('answer'), {childList: true, characterData: true, subtree: true});""")
     browser.find_element(By.ID, "ask").click()
-    WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text in ("done",) or
-                                     b.find_element(By.ID, "status").text.startswith("error"))
-    assert browser.find_element(By.ID, "status").text == "done"
-    expected = tiny_model.generate([clip], [question], max_new_tokens=MAX_NEW_TOKENS)[0]
-    assert browser.execute_script("return document.getElementById('answer').textContent") == expected
+    answer = wait_for_answer(browser)
+    assert answer == tiny_model.generate([clip], [question], max_new_tokens=MAX_NEW_TOKENS)[0]
     shown = [s for s in browser.execute_script("return window.shown") if s]
-    assert len(set(shown)) >= 2 and all(expected.startswith(s) for s in shown), shown
+    assert len(set(shown)) >= 2 and all(answer.startswith(s) for s in shown), shown
+
+
+def test_page_records_from_the_microphone_and_asks_about_the_recording(browser, server_url):
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server_url
+    browser.get(url + "/")
+    browser.find_element(By.ID, "record").click()
+    WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "record").text == "Stop")
+    time.sleep(1.5)
+    browser.find_element(By.ID, "record").click()
+    WebDriverWait(browser, 20).until(lambda b: b.find_element(By.ID, "audio-status").text.startswith("recorded"))
+    seconds = float(browser.find_element(By.ID, "audio-status").text.split()[1])
+    assert 1.0 < seconds < 5.0
+    browser.find_element(By.ID, "ask").click()
+    assert wait_for_answer(browser)  # the recording went to the server as WAV and was answered
