@@ -6,19 +6,24 @@ At a terminal, each line typed is a question about ``--audio`` (``:audio PATH`` 
 clip, ``:text`` drops it for text-only questions, an empty line or end of input quits); the
 answer streams in at beam 1. When standard input is not a terminal, every line is
 ``audio<TAB>prompt`` (an empty audio field asks about ``--audio``, or about nothing without it;
-a line without a tab is a prompt about ``--audio``; blank lines are skipped). All lines are decoded together, in
-batches, and standard output gets one answer per input line, in order, with newlines inside an
-answer written as ``\\n``. A line that cannot be used is named on standard error, its output line
-is left empty, the other lines are still answered, and the exit status is 1.
+a line without a tab is a prompt about ``--audio``; blank lines are skipped). Lines are decoded
+in batches as they arrive, and standard output gets one answer per input line, in order, with
+newlines inside an answer written as ``\\n`` (backslashes as ``\\\\``). A line that cannot be
+used is named on standard error, its output line is left empty, the other lines are still
+answered, and the exit status is 1.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from .data.audio import AudioError
 from .inference import Decoding, Query, WavLLM
+
+LINES_PER_ROUND = 4
+"""Scripted input is decoded this many batches at a time: batches of similar length, while
+answers keep coming and memory stays bounded on long inputs."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,22 +59,33 @@ def parse_line(line: str, default_audio: Optional[str]) -> Tuple[Optional[str], 
     return audio or default_audio, prompt
 
 
-def answer_lines(model: WavLLM, lines: List[str], default_audio: Optional[str], decoding: Decoding) -> int:
-    """Answers scripted input lines (see the module's docstring); returns the exit status."""
-    queries: List[Query] = []
-    rows: List[int] = []
+def answer_lines(model: WavLLM, lines: Iterable[str], default_audio: Optional[str], decoding: Decoding) -> int:
+    """Answers scripted input lines (see the module's docstring) as they arrive, a few batches'
+    worth at a time; returns the exit status."""
+    failed = False
+    pending: List[Optional[Query]] = []
+
+    def flush() -> None:
+        answers = iter(model.answer([q for q in pending if q is not None], decoding))
+        for query in pending:
+            text = "" if query is None else next(answers).text
+            print(text.replace("\\", "\\\\").replace("\n", "\\n"), flush=True)
+        pending.clear()
+
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         audio, prompt = parse_line(line, default_audio)
         try:
-            queries.append(model.query(audio, prompt))
-            rows.append(number)
+            pending.append(model.query(audio, prompt))
         except AudioError as e:
             print(f"wavllm_fairseq: error: standard input, line {number}: {e}", file=sys.stderr)
-    answers = dict(zip(rows, model.answer(queries, decoding)))
-    for number in range(1, len(lines) + 1):
-        answer = answers.get(number)
-        print("" if answer is None else answer.text.replace("\\", "\\\\").replace("\n", "\\n"), flush=True)
-    return 0 if len(answers) == len(lines) else 1
+            pending.append(None)
+            failed = True
+        if len(pending) >= LINES_PER_ROUND * model.batch_size:
+            flush()
+    flush()
+    return 1 if failed else 0
 
 
 def converse(model: WavLLM, audio: Optional[str], decoding: Decoding) -> int:
@@ -113,8 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = load_model(args)
     if sys.stdin.isatty():
         return converse(model, args.audio, decoding)
-    lines = [line.rstrip("\r\n") for line in sys.stdin]
-    return answer_lines(model, [line for line in lines if line.strip()], args.audio, decoding)
+    return answer_lines(model, (line.rstrip("\r\n") for line in sys.stdin), args.audio, decoding)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,14 @@ def test_a_tokenizer_given_replaces_the_one_recorded(tiny_model, tiny_checkpoint
     assert model.task.cfg.tokenizer_path == str(moved) != tiny_model.task.cfg.tokenizer_path
     assert model.generate(audios[-1:], prompts[-1:], max_new_tokens=4) == tiny_model.generate(
         audios[-1:], prompts[-1:], max_new_tokens=4)
+
+
+def test_the_plugin_import_leaves_the_server_out():
+    """fairseq imports the package for --user-dir: the API comes with it, the server's libraries do not."""
+    import subprocess
+
+    code = ("import sys, wavllm_fairseq; from wavllm_fairseq import WavLLM; "
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'openai') if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "[]"
