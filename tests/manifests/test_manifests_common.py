@@ -67,7 +67,7 @@ def test_prompt_pools_file_is_well_formed_and_packaged():
             assert fields == placeholders.get(task, set()), (task, prompt)
             assert "\t" not in prompt and "\n" not in prompt
     setup = open(os.path.join(REPO, "setup.py"), encoding="utf-8").read()
-    assert re.search(r"package_data=\{\"manifests\": \[\"\*\.json\"\]\}", setup)
+    assert re.search(r"package_data=\{\"manifests\": \[\"\*\.json\"\][,}]", setup)
     assert os.path.basename(common.PROMPTS_FILE) == "prompts.json"
 
 
