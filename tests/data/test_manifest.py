@@ -39,7 +39,7 @@ def test_target_column_is_optional(tmp_path):
     "body, line, example_id, reason",
     [
         ("u1\ta.wav\t10\tp\tt\n", 2, "u1", "expected 6 tab-separated fields, found 5"),
-        ("u1\ta.wav\t10\t \tt\tTrue\n", 2, "u1", "empty prompt"),
+        ("u1\t\t0\t \tt\tFalse\n", 2, "u1", "empty prompt in a row without speech"),
         ("u1\ta.wav\t10\tp\tt\tmaybe\n", 2, "u1", "with_speech must be True or False"),
         ("u1\ta.wav\tten\tp\tt\tTrue\n", 2, "u1", "n_frames must be an integer"),
         ("u1\ta.wav\t10\tp\tt\tTrue\nu1\tb.wav\t10\tp\tt\tTrue\n", 3, "u1", "duplicate id"),
@@ -52,6 +52,12 @@ def test_bad_rows_name_file_line_and_id(tmp_path, body, line, example_id, reason
         read_manifest(p)
     assert (e.value.path, e.value.line, e.value.example_id) == (p, line, example_id)
     assert reason in str(e.value) and p in str(e.value) and f"line {line}" in str(e.value)
+
+
+def test_spoken_query_has_an_empty_prompt(tmp_path):
+    # The official release's SQQA.tsv: the question is in the speech.
+    p = write(tmp_path, HEADER + "u1\ta.wav\t10\t\tanswer\tTrue\n")
+    assert read_manifest(p)[0].prompt == ""
 
 
 def test_missing_required_column(tmp_path):

@@ -115,8 +115,9 @@ def read_manifest(path: str) -> List[ManifestRow]:
                 f"n_frames must be an integer, got {fields[index['n_frames']]!r}",
             ) from None
         prompt = fields[index["prompt"]]
-        if not prompt.strip():
-            raise ManifestError(path, lineno, example_id, "empty prompt")
+        # A spoken query (the release's SQQA.tsv) has its question in the speech and no prompt.
+        if not prompt.strip() and not with_speech:
+            raise ManifestError(path, lineno, example_id, "empty prompt in a row without speech")
         audio = [a for a in fields[index["audio"]].split(AUDIO_SEPARATOR) if a]
         if with_speech and not audio:
             raise ManifestError(path, lineno, example_id, "with_speech is True but audio is empty")
