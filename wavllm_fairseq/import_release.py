@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .models.checkpoint_errors import CheckpointError
-from .models.release import read_release_weights, release_architecture, to_our_weights, wavlm_config
+from .models.release import read_release_weights, release_architecture, release_name, to_our_weights, wavlm_config
 from .models.wavllm import WavLLMConfig, WavLLMModel
 from .tasks.wavllm import WavLLMTask, WavLLMTaskConfig
 
@@ -31,7 +31,9 @@ def _check_against_model(ours: Dict[str, torch.Tensor], names: Dict[str, str], m
     expected = model.state_dict()
     for key, param in expected.items():
         if key not in ours:
-            raise CheckpointError(path, f"the release lacks a weight our model needs (our name {key!r})",
+            source = release_name(key)
+            raise CheckpointError(path, f"the release lacks a weight our model needs: {key!r}"
+                                        + (f" (release name {source!r})" if source else ""),
                                   expected_shape=tuple(param.shape))
         if ours[key].shape != param.shape:
             raise CheckpointError(path, "release weight has the wrong shape for the model its other weights "

@@ -12,6 +12,8 @@ import argparse
 import math
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -357,3 +359,112 @@ def test_imported_model_decodes_a_batch_with_beam_4_as_each_clip_alone(release, 
         results[batch] = hypotheses((tmp_path / f"b{batch}" / "generate-mixed.txt").read_text())
     assert sorted(results[4]) == ["0", "1", "2", "3"]
     assert results[4] == results[1]
+
+
+def test_fine_tuning_starts_from_every_imported_weight_and_saves_only_what_trains(
+        release, ours, speech_corpus, run_fairseq, tmp_path):
+    """The README's answer to "how do I fine-tune the released WavLLM on my data"."""
+    from wavllm_fairseq.models.wavllm import WavLLMConfig, WavLLMModel
+
+    imported, task = ours
+    model = WavLLMModel.build_model(WavLLMConfig(base_checkpoint=str(release.checkpoint)), task)
+    everything = imported.state_dict()
+    assert set(nn_state(model)) == set(everything)
+    for key, value in nn_state(model).items():
+        assert torch.equal(value, everything[key]), key
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n in everything if re.search(
+        r"lora_[AB]$|_branch\.|fusion\.|prompt_adapter\.|wavlm_layer_weights\.", n)}
+
+    # The README's recipe: examples/wavllm/config/release_finetune.yaml, made CPU-sized.
+    save = tmp_path / "finetune"
+    cmd = [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", f"{REPO}/examples/wavllm/config",
+           "--config-name", "release_finetune", f"common.user_dir={REPO}/wavllm_fairseq", f"task.data={speech_corpus}",
+           f"task.tokenizer_path={speech_corpus / 'spm.model'}", f"model.base_checkpoint={release.checkpoint}",
+           f"checkpoint.save_dir={save}", f"hydra.run.dir={save}/hydra", "common.bf16=false", "common.cpu=true",
+           "dataset.num_workers=0", "dataset.max_tokens=1000000", "dataset.disable_validation=true",
+           "optimization.max_update=2", "optimization.lr=[1e-3]", "lr_scheduler.warmup_updates=1",
+           "model.activation_checkpointing=false"]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    saved = torch.load(save / "checkpoint_last.pt")["model"]
+    assert set(saved) == trainable
+    assert any(not torch.equal(saved[k], everything[k]) for k in trainable)  # it trained
+    run_fairseq("generate", [speech_corpus, "--user-dir", f"{REPO}/wavllm_fairseq", "--task", "wavllm",
+                             "--tokenizer-path", speech_corpus / "spm.model", "--path", save / "checkpoint_last.pt",
+                             "--gen-subset", "test", "--max-tokens", "400000", "--max-len-a", "0", "--max-len-b", "4",
+                             "--cpu",
+                             "--results-path", tmp_path / "gen"], cwd=tmp_path)
+    assert len(hypotheses((tmp_path / "gen" / "generate-test.txt").read_text())) == 3
+
+
+def nn_state(model):
+    """Every weight, whether or not our state_dict() would save it."""
+    return torch.nn.Module.state_dict(model)
+
+
+@pytest.fixture()
+def release_file(release, tmp_path):
+    def write(change):
+        weights = dict(release.weights)
+        change(weights)
+        save_release(tmp_path / "final.pt", weights)
+        return tmp_path / "final.pt"
+    return write
+
+
+def _import(path, speech_corpus, tmp_path):
+    import_release(str(path), str(tmp_path / "out.pt"), str(speech_corpus / "spm.model"), llm_head_dim=HEAD_DIM)
+
+
+LORA_A = "gpt_model.model_llama.layers.1.attention.wv_lora_A"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda w: w.update({"gpt_model.model_llama.bogus.weight": torch.zeros(2)}),
+     r"no entry of the key map covers \(key 'gpt_model.model_llama.bogus.weight'"),
+    (lambda w: w.pop("wavlm_audio_proj.weight"),
+     r"lacks a weight our model needs: 'encoder.fusion.proj.weight' \(release name 'wavlm_audio_proj.weight'\)"),
+    (lambda w: w.update({LORA_A: torch.zeros(DIM, RANK + 1)}),
+     rf"wrong shape .*key '{LORA_A}': expected shape \({RANK}, {DIM}\), got \({RANK + 1}, {DIM}\)"),
+])
+def test_a_release_that_does_not_fit_is_named_key_by_key(release_file, speech_corpus, tmp_path, change, message):
+    path = release_file(change)
+    with pytest.raises(CheckpointError, match=message) as e:
+        _import(path, speech_corpus, tmp_path)
+    assert str(path) in str(e.value)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_files_that_are_not_the_checkpoint_are_named_in_one_line(release, speech_corpus, tmp_path, capsys):
+    from wavllm_fairseq.import_release import main
+
+    html = tmp_path / "expired.pt"
+    html.write_text("<!DOCTYPE html><html><head><title>Access denied</title></head></html>")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(release.checkpoint.read_bytes()[:100000])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path, reason in [(html, "an HTML page, not a checkpoint"), (truncated, "truncated or damaged"),
+                         (empty, "empty file"), (tmp_path / "missing.pt", "cannot read: No such file")]:
+        with pytest.raises(SystemExit) as exit_code:
+            main([str(path), "--out", str(tmp_path / "o.pt"), "--tokenizer", str(speech_corpus / "spm.model")])
+        assert exit_code.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"wavllm_fairseq.import_release: error: {path}: ") and err.count("\n") == 1
+        assert reason in err
+
+
+def test_import_writes_bfloat16_that_fairseq_loads(release, speech_corpus, tmp_path):
+    from fairseq import checkpoint_utils
+
+    out = tmp_path / "bf16.pt"
+    import_release(str(release.root / "final.pt"), str(out), str(speech_corpus / "spm.model"), torch.bfloat16,
+                   llm_head_dim=HEAD_DIM)
+    weights = torch.load(out)["model"]
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}
+    assert out.stat().st_size < 0.6 * release.checkpoint.stat().st_size
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(out)])
+    for key, value in models[0].state_dict().items():
+        torch.testing.assert_close(value, weights[key].float(), msg=key)

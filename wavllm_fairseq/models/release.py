@@ -165,6 +165,20 @@ def _rename_release_key(key: str) -> Tuple[Optional[str], Transform]:
     return None, None
 
 
+def release_name(our_key: str) -> Optional[str]:
+    """The release's name for one of our keys that :data:`RELEASE_KEYS` maps (None for others)."""
+    our_key = our_key.replace("encoder.whisper_branch.", "encoder.audio_branch.")
+    for pattern, replacement, _ in RELEASE_KEYS:
+        our_pattern = re.escape(replacement)
+        for n in range(1, 4):
+            our_pattern = our_pattern.replace(re.escape(f"\\{n}"), "(.+?)")
+        match = re.fullmatch(our_pattern, our_key)
+        if match:
+            parts = iter(match.groups())
+            return re.sub(r"\([^)]*\)", lambda _: next(parts), pattern).replace("\\.", ".")
+    return None
+
+
 def _layer_count(weights: Dict[str, Tensor], prefix: str) -> int:
     found = {int(m.group(1)) for k in weights if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
     return max(found) + 1 if found else 0
