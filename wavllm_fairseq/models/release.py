@@ -281,6 +281,9 @@ def to_our_weights(weights: Dict[str, Tensor], path: str,
         if renamed is None:
             raise CheckpointError(path, "release weight that no entry of the key map covers", key=key,
                                   got_shape=tuple(value.shape))
+        if renamed in names:
+            raise CheckpointError(path, f"two release weights map to our {renamed!r}: {names[renamed]!r} and this",
+                                  key=key)
         ours[renamed] = transform(value).contiguous() if transform else value
         names[renamed] = key
     wavlm_ours, wavlm_names = wavlm_to_our_names(wavlm_weights, WAVLM_HUGGING_FACE_KEYS, wavlm, path,
