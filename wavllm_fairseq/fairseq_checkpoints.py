@@ -121,7 +121,8 @@ def describe_load_failure(error: BaseException) -> str:
     cause = error.__cause__ or error.__context__ or error
     if isinstance(cause, CheckpointError):
         return cause.reason
-    lines = [" ".join(line.split()) for line in str(cause).splitlines() if line.strip()]
+    lines = [" ".join(line.split()) for line in str(cause).splitlines()
+             if line.strip() and not line.startswith("Error(s) in loading state_dict")]
     shown = "; ".join(lines[:SHOWN_LOAD_PROBLEMS + 1])
     more = len(lines) - SHOWN_LOAD_PROBLEMS - 1
     return f"does not fit this model: {shown}{f' ... ({more} more)' if more > 0 else ''}"

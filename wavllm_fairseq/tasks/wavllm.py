@@ -8,6 +8,7 @@ from typing import List, Optional
 import numpy as np
 from fairseq.data import ConcatDataset, ResamplingDataset
 from fairseq.dataclass import FairseqDataclass
+from fairseq.search import DiverseBeamSearch
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
@@ -94,6 +95,9 @@ def check_generation_options(gen) -> None:
     if gen.nbest > gen.beam:
         raise OptionError(f"--nbest {gen.nbest} asks for more hypotheses than --beam {gen.beam} keeps; "
                           f"set --beam to at least {gen.nbest}")
+    if gen.diverse_beam_groups > 0 and gen.beam % gen.diverse_beam_groups:
+        raise OptionError(f"--diverse-beam-groups {gen.diverse_beam_groups} must divide --beam {gen.beam}: "
+                          "each group keeps the same number of hypotheses")
     if gen.max_len_a == 0 and gen.max_len_b < 1:
         raise OptionError(f"--max-len-b {gen.max_len_b} leaves no room for an answer; it counts generated "
                           "tokens and must be at least 1")
@@ -188,6 +192,10 @@ class WavLLMTask(FairseqTask):
 
     def inference_step(self, generator, models, sample, *args, **kwargs):
         raise_load_error(sample)
+        if isinstance(getattr(generator, "search", None), DiverseBeamSearch):
+            # fairseq's diverse beam search indexes its per-row state by sample["id"], dataset
+            # indices that outgrow the batch; without an id it uses the rows' batch positions.
+            sample = {k: v for k, v in sample.items() if k != "id"}
         return super().inference_step(generator, models, sample, *args, **kwargs)
 
     def build_model(self, cfg, from_checkpoint=False):
