@@ -165,3 +165,41 @@ def test_a_clip_with_nan_samples_read_by_a_dataloader_worker_is_one_line_naming_
     args[args.index("--num-workers") + 1] = "1"  # fairseq's default: rows are read in a worker process
     proc = run_fairseq("train", args, cwd=tmp_path, check=False)
     one_line_error(proc, f"{bad / 'train.tsv'}, line 2, id '{fields[0]}'", "NaN")
+
+
+def test_a_damaged_checkpoint_last_is_passed_over_for_the_newest_intact_checkpoint_by_name(tiny, tmp_path, caplog):
+    from wavllm_fairseq.fairseq_checkpoints import intact_resume_file
+    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+
+    data = tiny[1].read_bytes()
+    last = tmp_path / "checkpoint_last.pt"
+    last.write_bytes(data[: len(data) // 3])  # an interrupted copy, as fairseq made them
+    with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: cut short .* no intact checkpoint beside it"):
+        intact_resume_file(str(last))
+    older, newer, newest = (tmp_path / n for n in ("checkpoint_1_2.pt", "checkpoint_1_4.pt", "checkpoint_1_6.pt"))
+    older.write_bytes(data)
+    newer.write_bytes(data)
+    newest.write_bytes(b"")  # killed while written
+    for age, path in enumerate((newest, newer, older)):
+        os.utime(path, (1e9 - age, 1e9 - age))
+    with caplog.at_level("WARNING"):
+        assert intact_resume_file(str(last)) == str(newer)
+    assert f"resuming from {newer}" in caplog.text
+    assert f"{last} (cut short" in caplog.text and f"{newest} (empty file)" in caplog.text
+    assert intact_resume_file(str(newer)) == str(newer)  # an intact file is itself
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (dict(nbest=3, beam=2), "--nbest 3 asks for more hypotheses than --beam 2 keeps"),
+    (dict(max_len_b=0), "--max-len-b 0 leaves no room for an answer"),
+    (dict(diverse_beam_groups=2, beam=5), "--diverse-beam-groups 2 must divide --beam 5"),
+])
+def test_decoding_options_that_cannot_work_are_named(options, fragment):
+    from fairseq.dataclass.configs import GenerationConfig
+
+    from wavllm_fairseq.errors import OptionError
+    from wavllm_fairseq.tasks.wavllm import check_generation_options
+
+    with pytest.raises(OptionError, match=re.escape(fragment)):
+        check_generation_options(GenerationConfig(**options))
+    check_generation_options(GenerationConfig(beam=4, nbest=2, diverse_beam_groups=2, max_len_b=1))

@@ -114,3 +114,20 @@ def test_a_stereo_24_bit_file_is_read_as_mono_with_its_length(tmp_path, tokenize
     wave = load_audio([str(tmp_path / "stereo.wav")])
     assert wave.shape == (12000,)
     np.testing.assert_allclose(wave.numpy(), stereo.mean(axis=1), atol=1e-6)
+
+
+def test_max_tokens_smaller_than_one_row_names_the_row_and_what_would_do(tmp_path, tokenizer):
+    from fairseq.data import ConcatDataset
+
+    from wavllm_fairseq.errors import OptionError
+    from wavllm_fairseq.tasks.wavllm import check_max_tokens
+
+    soundfile.write(tmp_path / "long.wav", tone(3), 16000)
+    soundfile.write(tmp_path / "short.wav", tone(1), 16000)
+    data = dataset(manifest(tmp_path, [("short", "short.wav", 16000), ("long", "long.wav", 48000)]), tokenizer)
+    need = int(data.sizes[1])
+    for wrapped in (data, ConcatDataset([data, data])):  # a mixture of manifests is checked manifest by manifest
+        with pytest.raises(OptionError, match=rf"--max-tokens 20000 .* line 3, id 'long' costs {need} .* "
+                                              rf"at least {need}$"):
+            check_max_tokens(wrapped, 20000)
+    check_max_tokens(data, need)
