@@ -118,7 +118,9 @@ def intact_resume_file(filename: str) -> str:
 
 def describe_load_failure(error: BaseException) -> str:
     """One line from a failed model build or weight load (torch lists one mismatch per line)."""
-    cause = error.__cause__ or error.__context__ or error
+    # fairseq's trainer replaces the load's own error by a bare Exception saying only "please
+    # ensure that the architectures match"; the error it replaced says what does not.
+    cause = error.__cause__ or (error.__context__ if type(error) is Exception else None) or error
     if isinstance(cause, CheckpointError):
         return cause.reason
     lines = [" ".join(line.split()) for line in str(cause).splitlines()
