@@ -203,3 +203,31 @@ def test_decoding_options_that_cannot_work_are_named(options, fragment):
     with pytest.raises(OptionError, match=re.escape(fragment)):
         check_generation_options(GenerationConfig(**options))
     check_generation_options(GenerationConfig(beam=4, nbest=2, diverse_beam_groups=2, max_len_b=1))
+
+
+HYDRA_CONFIG = """
+common: {{user_dir: {repo}/wavllm_fairseq, cpu: true}}
+dataset: {{max_tokens: 1000000, num_workers: 0}}
+task: {{_name: wavllm, data: {data}, tokenizer_path: {tokenizer}}}
+model: {{_name: wavllm, whisper_preset: tiny_test, wavlm_preset: tiny_test, llm_preset: tiny_test,
+        whisper_pad_to_30s: false}}
+criterion: {{_name: wavllm_cross_entropy}}
+optimizer: {{_name: adam}}
+lr_scheduler: {{_name: fixed}}
+optimization: {{max_update: 1, lr: [0.001]}}
+checkpoint: {{save_dir: {save}}}
+"""
+
+
+def test_a_bad_row_under_fairseq_hydra_train_is_one_line_too(speech_corpus, tmp_path, run_fairseq):
+    data = tmp_path / "data"
+    data.mkdir()
+    row = "u1\tmissing.wav\t16000\tSay it.\thi\tTrue\n"
+    for split in ("train", "valid"):
+        (data / f"{split}.tsv").write_text("id\taudio\tn_frames\tprompt\ttgt_text\twith_speech\n" + row)
+    (tmp_path / "bad.yaml").write_text(HYDRA_CONFIG.format(repo=REPO, data=data, tokenizer=speech_corpus / "spm.model",
+                                                           save=tmp_path / "ckpt"))
+    proc = run_fairseq("hydra_train", ["--config-dir", tmp_path, "--config-name", "bad",
+                                       f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{data / 'valid.tsv'}, line 2, id 'u1': {data / 'missing.wav'}: audio file not found" in proc.stderr

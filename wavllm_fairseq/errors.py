@@ -5,9 +5,10 @@ import sys
 
 from .data.audio import AudioError
 from .data.manifest import ManifestError
+from .user_error import UserError
 
 
-class OptionError(ValueError):
+class OptionError(UserError):
     """A command-line option that cannot work with the data or the other options; the message
     names the option and what would work."""
 

@@ -13,10 +13,12 @@ import numpy as np
 import soundfile
 import torch
 
+from ..user_error import UserError
+
 SAMPLE_RATE = 16000
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
 

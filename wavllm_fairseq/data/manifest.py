@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
+from ..user_error import UserError
+
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "prompt", "with_speech")
 OPTIONAL_COLUMNS = ("tgt_text", "task")
 COLUMNS = ("id", "audio", "n_frames", "prompt", "tgt_text", "with_speech")
@@ -36,7 +38,7 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A manifest problem, located by file, line and (where known) example id."""
 
     def __init__(self, path: str, line: int, example_id: Optional[str], reason: str):
