@@ -131,3 +131,17 @@ def test_max_tokens_smaller_than_one_row_names_the_row_and_what_would_do(tmp_pat
                                               rf"at least {need}$"):
             check_max_tokens(wrapped, 20000)
     check_max_tokens(data, need)
+
+
+def test_a_missing_manifest_and_a_mixture_weight_count_that_does_not_match_are_option_errors(tmp_path, tokenizer):
+    from wavllm_fairseq.errors import OptionError
+    from wavllm_fairseq.tasks.wavllm import WavLLMTask, WavLLMTaskConfig
+
+    soundfile.write(tmp_path / "ok.wav", tone(0.5), 16000)
+    manifest(tmp_path, [("a", "ok.wav", 8000)])
+    task = WavLLMTask(WavLLMTaskConfig(data=str(tmp_path), tokenizer_path="unused", mixture_weights="1,2,3"),
+                      tokenizer, get_template("llama2"))
+    with pytest.raises(OptionError, match=rf"manifest not found: {tmp_path}/valid.tsv \(subset 'valid'"):
+        task.load_dataset("valid")
+    with pytest.raises(OptionError, match=r"--mixture-weights has 3 value\(s\) for 2 manifest\(s\)"):
+        task.load_dataset("m,m")

@@ -132,7 +132,7 @@ class WavLLMTask(FairseqTask):
     def _manifest(self, name: str) -> WavLLMDataset:
         path = os.path.join(self.cfg.data, f"{name}.tsv")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"manifest not found: {path} (subset {name!r} of --data {self.cfg.data})")
+            raise OptionError(f"manifest not found: {path} (subset {name!r} of --data {self.cfg.data})")
         dataset = WavLLMDataset(
             path, self.tokenizer, self.template, self.dictionary.pad(),
             audio_root=self.cfg.audio_root, skip_bad_rows=self.cfg.skip_bad_rows, task_name=name,
@@ -151,7 +151,7 @@ class WavLLMTask(FairseqTask):
         if self.cfg.mixture_weights is not None:
             weights = [float(w) for w in self.cfg.mixture_weights.split(",")]
             if len(weights) != len(parts):
-                raise ValueError(
+                raise OptionError(
                     f"--mixture-weights has {len(weights)} value(s) for {len(parts)} manifest(s) in {split!r}"
                 )
         sizes = [len(p) for p in parts]
