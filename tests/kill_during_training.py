@@ -1,11 +1,11 @@
 """fairseq-train that kills itself (SIGKILL, as the kernel's OOM killer or a pre-empted job would)
-at the moment named by ``KILL_AT=<kind>:<n>``, the n-th time in this process that:
+at the moment named by ``KILL_AT=<kind>:<update>``:
 
-- ``update``: a training update is under way (its forward and backward pass),
-- ``valid``: a validation batch is being scored,
-- ``save``: a checkpoint file is being written (half of its bytes are out),
-- ``copy``: a checkpoint is being copied to its other names (checkpoint_last.pt, checkpoint_best.pt;
-  half of the bytes are out).
+- ``update``: during training update number <update> (its forward and backward pass),
+- ``valid``: during the validation after update <update>,
+- ``save``: while the checkpoint of update <update> is written (half of its bytes are out),
+- ``copy``: while that checkpoint is copied to checkpoint_last.pt, the file a rerun resumes from
+  (half of the bytes are out).
 
 Used by tests/test_crash_resume.py: ``python tests/kill_during_training.py <fairseq-train args>``.
 """
@@ -20,13 +20,10 @@ from fairseq_cli.train import cli_main  # first: it sets up fairseq's logging
 import torch  # noqa: E402
 from fairseq.tasks import FairseqTask  # noqa: E402
 
-KIND, NTH = os.environ["KILL_AT"].split(":")
-_seen = {}
-
-
-def _moment(kind: str) -> bool:
-    _seen[kind] = _seen.get(kind, 0) + 1
-    return kind == KIND and _seen[kind] == int(NTH)
+KIND, AT = os.environ["KILL_AT"].split(":")
+AT = int(AT)
+_reached = {"update": 0, "save": 0}
+"""The update under way (fairseq's count, restored on resume) and the last one saved."""
 
 
 def _die() -> None:
@@ -35,26 +32,24 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _during(kind, step):
-    def wrapper(*args, **kwargs):
-        if _moment(kind):
+def _train_step(step):
+    def train_step(self, *args, **kwargs):
+        _reached["update"] = kwargs["update_num"] + 1  # fairseq's trainer passes it by name
+        if KIND == "update" and _reached["update"] == AT:
             _die()
-        return step(*args, **kwargs)
-    return wrapper
+        return step(self, *args, **kwargs)
+    return train_step
 
 
-FairseqTask.train_step = _during("update", FairseqTask.train_step)
-FairseqTask.valid_step = _during("valid", FairseqTask.valid_step)
-_save = torch.save
-_copyfile = shutil.copyfile
+def _valid_step(step):
+    def valid_step(self, *args, **kwargs):
+        if KIND == "valid" and _reached["update"] == AT:
+            _die()
+        return step(self, *args, **kwargs)
+    return valid_step
 
 
-def _partial_save(obj, f, *args, **kwargs):
-    if not _moment("save"):
-        return _save(obj, f, *args, **kwargs)
-    buffer = io.BytesIO()
-    _save(obj, buffer, *args, **kwargs)
-    data = buffer.getvalue()
+def _write_half_and_die(data: bytes, f) -> None:
     if isinstance(f, (str, os.PathLike)):
         f = open(f, "wb")
     f.write(data[: len(data) // 2])
@@ -62,18 +57,30 @@ def _partial_save(obj, f, *args, **kwargs):
     _die()
 
 
-def _partial_copy(src, dst, *args, **kwargs):
-    if not _moment("copy"):
-        return _copyfile(src, dst, *args, **kwargs)
-    with open(src, "rb") as f:
-        data = f.read()
-    with open(dst, "wb") as f:
-        f.write(data[: len(data) // 2])
-    _die()
+_save, _copyfile = torch.save, shutil.copyfile
 
 
-torch.save = _partial_save
-shutil.copyfile = _partial_copy
+def _checkpoint_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get("optimizer_history"):
+        _reached["save"] = obj["optimizer_history"][-1]["num_updates"]
+        if KIND == "save" and _reached["save"] == AT:
+            buffer = io.BytesIO()
+            _save(obj, buffer, *args, **kwargs)
+            _write_half_and_die(buffer.getvalue(), f)
+    return _save(obj, f, *args, **kwargs)
+
+
+def _checkpoint_copy(src, dst, *args, **kwargs):
+    if KIND == "copy" and _reached["save"] == AT and os.path.basename(dst).startswith("checkpoint_last"):
+        with open(src, "rb") as f:
+            _write_half_and_die(f.read(), dst)
+    return _copyfile(src, dst, *args, **kwargs)
+
+
+FairseqTask.train_step = _train_step(FairseqTask.train_step)
+FairseqTask.valid_step = _valid_step(FairseqTask.valid_step)
+torch.save = _checkpoint_save
+shutil.copyfile = _checkpoint_copy
 
 if __name__ == "__main__":
     sys.argv = ["fairseq-train", *sys.argv[1:]]

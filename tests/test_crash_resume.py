@@ -11,8 +11,13 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))  # --import-mode=importlib: tests/ is not on sys.path
 from test_pipeline import train_args  # noqa: E402
-KILL_KINDS = ("update", "valid", "save", "copy")
-"""The moments tests/kill_during_training.py can kill at."""
+
+MAX_UPDATE = 6
+KILL_MOMENTS = {"update": range(1, MAX_UPDATE + 1), "valid": (2, 4, 6), "save": (2, 4, 6), "copy": (2, 4, 6)}
+"""Where tests/kill_during_training.py can kill, by kind: the update numbers (validation and
+checkpoints come every 2 updates)."""
+PHASE = {kind: i for i, kind in enumerate(KILL_MOMENTS)}
+"""Order of the kinds within one update: the update, its validation, its checkpoint, the copy."""
 
 
 def small_corpus(corpus, folder):
@@ -26,7 +31,7 @@ def small_corpus(corpus, folder):
 
 def crash_args(corpus, data, save_dir):
     """6 updates of 1 row (4 an epoch), validated and saved every 2 updates (mid-epoch and at epoch ends)."""
-    args = train_args(data, save_dir, 6)
+    args = train_args(data, save_dir, MAX_UPDATE)
     args.remove("--disable-validation")
     args[args.index("--validate-interval-updates") + 1] = "2"
     return args + ["--batch-size", "1", "--save-interval-updates", "2", "--audio-root", corpus,
@@ -59,18 +64,20 @@ def test_kills_at_random_moments_then_resume_end_with_the_uninterrupted_weights(
     done = run(speech_corpus, data, straight)
     assert done.returncode == 0, done.stderr[-3000:]
     draw = random.Random(15)
-    # Each run gets past its first save before it dies, so the runs make progress.
-    kills = [f"{kind}:{draw.randint(2, 3)}" for kind in draw.sample(KILL_KINDS, len(KILL_KINDS))]
+    # One kill of each kind at a random update, in the order the moments come: each kill's moment
+    # lies at or after the previous one's, so the run resumed before it reaches it.
+    kills = sorted(((draw.choice(KILL_MOMENTS[kind]), kind) for kind in KILL_MOMENTS),
+                   key=lambda kill: (kill[0], PHASE[kill[1]]))
     resumed_at = []
-    for kill_at in kills:
-        proc = run(speech_corpus, data, crashed, kill_at)
-        assert proc.returncode == -signal.SIGKILL, (kill_at, proc.returncode, proc.stderr[-3000:])
+    for update, kind in kills:
+        proc = run(speech_corpus, data, crashed, f"{kind}:{update}")
+        assert proc.returncode == -signal.SIGKILL, (kind, update, proc.returncode, proc.stderr[-3000:])
         resumed_at.append(re.findall(r"Loaded checkpoint .* @ (\d+) updates", proc.stdout + proc.stderr))
     resumed = run(speech_corpus, data, crashed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert re.search(r"Loaded checkpoint .* @ \d+ updates", resumed.stdout), (kills, resumed_at)
+    resumed_at.append(re.findall(r"Loaded checkpoint .* @ (\d+) updates", resumed.stdout + resumed.stderr))
     expected, got = final_state(straight), final_state(crashed)
-    assert got["optimizer_history"][-1]["num_updates"] == 6
+    assert got["optimizer_history"][-1]["num_updates"] == MAX_UPDATE
     assert expected["model"].keys() == got["model"].keys()
     for key in expected["model"]:
         torch.testing.assert_close(got["model"][key], expected["model"][key], rtol=0, atol=0, msg=key)
@@ -79,5 +86,5 @@ def test_kills_at_random_moments_then_resume_end_with_the_uninterrupted_weights(
     assert len(expected_moments) == len(got_moments) > 0
     for a, b in zip(expected_moments, got_moments):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
-    # The kills left checkpoints behind that the next runs resumed from.
+    # The kills left checkpoints behind that later runs resumed from.
     assert any(resumed_at[1:]), (kills, resumed_at)

@@ -42,7 +42,10 @@ SHOWN_LOAD_PROBLEMS = 3
 
 
 def read_fairseq_checkpoint(path: str, arg_overrides=None, load_on_all_ranks: bool = False) -> dict:
-    """``checkpoint_utils.load_checkpoint_to_cpu`` with ``weights_only=True`` and errors naming the file."""
+    """``checkpoint_utils.load_checkpoint_to_cpu`` with ``weights_only=True`` and errors naming the file.
+
+    Its signature is fairseq's; ``load_on_all_ranks`` only mattered to fairseq for remote files
+    (a local copy shared by the ranks), which are not read here."""
     if not os.path.isfile(path):
         raise CheckpointError(path, "no such file" if not os.path.exists(path) else "not a file")
     state = load_torch_file(path)
