@@ -70,3 +70,17 @@ def test_a_table_saved_by_a_spreadsheet_is_read_and_one_in_another_encoding_is_o
     message = exit_message(from_csv.main, ["--input", str(tmp_path / "latin1.csv"), "--out", str(out),
                                            "--text-field", "text", "--task", "asr", "--quiet"])
     assert message == f"error: {tmp_path / 'latin1.csv'} is not UTF-8 text (byte 0xe9); save it as UTF-8"
+
+
+def test_a_concat_folder_under_a_regular_file_is_one_line(tmp_path, write_audio):
+    from manifests import voxceleb
+
+    for speaker in ("id1", "id2"):
+        for u in (1, 2):
+            write_audio(tmp_path / "vox" / "wav" / speaker / "v" / f"{u:05d}.wav", 1600)
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    concat = tmp_path / "file.txt" / "joined"
+    message = exit_message(voxceleb.main, ["--root", str(tmp_path / "vox"), "--out", str(tmp_path / "sv.tsv"),
+                                           "--n-pairs", "2", "--mode", "concat", "--concat-dir", str(concat),
+                                           "--quiet"])
+    assert message.startswith(f"error: cannot write {concat}: ")
