@@ -14,7 +14,9 @@ setup(
         # fairseq 0.12.2 does not import on Python 3.11+; fairseq-fixed is its main branch with the fix.
         'fairseq==0.12.2; python_version < "3.11"',
         'fairseq-fixed==0.12.3.1; python_version >= "3.11"',
-        "torch>=2.1",
+        # 2.4 brought torch.serialization.add_safe_globals, which lets weights_only=True loads (the
+        # only kind made here) read fairseq's checkpoints.
+        "torch>=2.4",
         "sentencepiece",
         "tokenizers",
         "gguf",

@@ -14,6 +14,7 @@ import os
 import random
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -79,8 +80,6 @@ def _probe(path: str) -> Tuple[str, Optional[int], Optional[str]]:
         message = str(e)
         # AudioError messages start with the path; the report stores the path separately.
         return path, None, message[len(path) + 2:] if message.startswith(path + ": ") else message
-    if frames <= 0:
-        return path, None, "empty audio (0 frames)"
     return path, frames, None
 
 
@@ -190,6 +189,37 @@ def build_rows(
     return rows
 
 
+# ---------------------------------------------------------------- input and output files
+def input_file(path: str) -> str:
+    """``path``, when it is a file; otherwise the script ends with one line saying what it is."""
+    if os.path.isdir(path):
+        raise SystemExit(f"error: --input {path} is a folder; give the file that lists the corpus")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --input {path}: no such file")
+    return path
+
+
+@contextmanager
+def reading(path: str):
+    """Ends the script with one line when ``path`` turns out not to be UTF-8 text."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"error: {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                         "save it as UTF-8") from None
+
+
+@contextmanager
+def writing(path: str):
+    """Ends the script with one line when ``path`` cannot be written (a file where a folder
+    should be, a read-only disk, no space)."""
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and e.filename != path else ""
+        raise SystemExit(f"error: cannot write {path}: {e.strerror or e}{where}") from None
+
+
 # ---------------------------------------------------------------- writing
 @dataclass
 class BuildResult:
@@ -218,12 +248,14 @@ def write_outputs(
         raise SystemExit("error: no usable examples found; nothing written")
     paths, counts = {}, {}
     for name, (path, rows) in outputs.items():
-        paths[name], counts[name] = path, write_manifest(path, rows)
+        with writing(path):
+            paths[name], counts[name] = path, write_manifest(path, rows)
         print(f"{path}: {counts[name]} examples", file=sys.stderr)
-    if report.entries:
-        report.write(skip_file)
-    elif os.path.exists(skip_file):
-        os.remove(skip_file)  # a stale list from an earlier run would mislead
+    with writing(skip_file):
+        if report.entries:
+            report.write(skip_file)
+        elif os.path.exists(skip_file):
+            os.remove(skip_file)  # a stale list from an earlier run would mislead
     summary = report.summary(total)
     if report.entries:
         summary += f"\n  full list: {skip_file}"

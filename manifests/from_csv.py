@@ -16,7 +16,7 @@ DELIMITERS = {"comma": ",", "tab": "\t", "semicolon": ";"}
 
 
 def read_csv(args: argparse.Namespace) -> Iterator[Dict[str, object]]:
-    with open(args.input, encoding="utf-8", newline="") as f:
+    with open(args.input, encoding="utf-8-sig", newline="") as f:  # -sig: spreadsheets start with a byte-order mark
         yield from csv.DictReader(f, delimiter=DELIMITERS[args.delimiter])
 
 

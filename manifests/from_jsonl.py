@@ -13,7 +13,7 @@ from manifests.table import make_parser, run
 
 
 def read_jsonl(args: argparse.Namespace) -> Iterator[Dict[str, object]]:
-    with open(args.input, encoding="utf-8") as f:
+    with open(args.input, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

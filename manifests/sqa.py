@@ -23,7 +23,8 @@ import string
 from typing import Dict, List, Optional, Sequence, Union
 
 from manifests.common import (
-    BuildResult, Candidate, SkipReport, add_common_args, build_rows, clean_text, script_parser, write_outputs,
+    BuildResult, Candidate, SkipReport, add_common_args, build_rows, clean_text, input_file, reading, script_parser,
+    write_outputs,
 )
 
 TASK = "sqa"
@@ -34,12 +35,15 @@ LETTERS = string.ascii_uppercase
 def read_entries(path: str) -> List[Dict[str, object]]:
     """The input's entries as dicts, from JSON (a list of objects) or a TSV with a header."""
     if path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, encoding="utf-8-sig") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"error: {path}: not JSON ({e})") from None
         if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
             raise SystemExit(f"error: {path} must hold a JSON list of objects")
         return data
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: spreadsheets start with a byte-order mark
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
@@ -93,7 +97,9 @@ def main(argv: Optional[List[str]] = None) -> BuildResult:
     audio_base = args.audio_base or os.path.dirname(os.path.abspath(args.input))
     report = SkipReport()
     candidates = []
-    for number, entry in enumerate(read_entries(args.input)):
+    with reading(input_file(args.input)):
+        entries = read_entries(args.input)
+    for number, entry in enumerate(entries):
         candidate = entry_candidate(entry, number, audio_base, f"{args.input} entry {number}", report)
         if candidate:
             candidates.append(candidate)

@@ -12,8 +12,8 @@ import os
 from typing import Callable, Dict, Iterable, List, Optional
 
 from manifests.common import (
-    BuildResult, Candidate, SkipReport, add_common_args, build_rows, clean_text, prompt_pools, script_parser,
-    write_outputs,
+    BuildResult, Candidate, SkipReport, add_common_args, build_rows, clean_text, input_file, prompt_pools, reading,
+    script_parser, write_outputs,
 )
 from wavllm_fairseq.data.manifest import AUDIO_SEPARATOR
 
@@ -49,10 +49,13 @@ def run(parser: argparse.ArgumentParser, read_records: Records, argv: Optional[L
     if args.prompt is None and args.task not in prompt_pools():
         parser.error(f"no prompt pool for --task {args.task!r} (pools: {', '.join(prompt_pools())}); "
                      f"add one to manifests/prompts.json or pass --prompt")
+    input_file(args.input)
     audio_base = args.audio_base or os.path.dirname(os.path.abspath(args.input))
     report = SkipReport()
     candidates = []
-    for number, record in enumerate(read_records(args)):
+    with reading(args.input):
+        records = list(read_records(args))
+    for number, record in enumerate(records):
         where = f"{args.input} record {number}"
         paths = [os.path.join(audio_base, p) for p in audio_paths(record.get(args.audio_field))]
         text = clean_text(str(record.get(args.text_field) or "")) if args.text_field else None

@@ -21,7 +21,7 @@ import soundfile
 from tqdm import tqdm
 
 from manifests.common import (
-    BuildResult, Candidate, SkipReport, add_common_args, build_rows, read_header_frames, script_parser,
+    BuildResult, Candidate, SkipReport, add_common_args, build_rows, read_header_frames, script_parser, writing,
     write_outputs,
 )
 from wavllm_fairseq.data.audio import SAMPLE_RATE, AudioError, load_audio
@@ -85,7 +85,8 @@ def draw_pairs(by_speaker: Dict[str, List[str]], n_pairs: int, seed: int) -> Lis
 def write_concatenated(pairs: List[Tuple[str, str, str]], ids: List[str], concat_dir: str, report: SkipReport,
                        quiet: bool) -> Tuple[List[Candidate], Dict[str, int]]:
     """Writes each pair as one 16 kHz PCM wav; returns its candidates and their lengths."""
-    os.makedirs(concat_dir, exist_ok=True)
+    with writing(concat_dir):
+        os.makedirs(concat_dir, exist_ok=True)
     candidates, frames = [], {}
     for example_id, (first, second, answer) in tqdm(list(zip(ids, pairs)), desc="concatenating", unit="pair",
                                                     disable=quiet):

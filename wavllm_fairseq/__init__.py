@@ -2,8 +2,10 @@
 criterion and scorer; ``WavLLM.from_checkpoint`` answers questions with a trained model."""
 from .checkpoint_safety import allow_fairseq_checkpoints
 from .errors import install_excepthook
+from .fairseq_checkpoints import install_checkpoint_io
 
 allow_fairseq_checkpoints()
+install_checkpoint_io()
 install_excepthook()
 
 from . import criterions, models, scoring, tasks  # noqa: E402,F401  (registration)

@@ -5,8 +5,15 @@ import sys
 
 from .data.audio import AudioError
 from .data.manifest import ManifestError
+from .user_error import UserError
 
-USER_ERRORS = (ManifestError, AudioError)
+
+class OptionError(UserError):
+    """A command-line option that cannot work with the data or the other options; the message
+    names the option and what would work."""
+
+
+USER_ERRORS = (ManifestError, AudioError, OptionError)
 
 
 def install_excepthook() -> None:

@@ -22,7 +22,6 @@ import torch
 
 from .data.audio import SAMPLE_RATE, AudioError, load_audio, mono_16k
 from .data.dataset import SAMPLES_PER_LLM_POSITION
-from .models.checkpoint_errors import CheckpointError
 from .models.llama.templates import EncodedPrompt, Turn
 
 Audio = Union[None, str, os.PathLike, np.ndarray, Tuple[np.ndarray, int]]
@@ -142,6 +141,8 @@ def waveform_from_bytes(data: bytes, name: str) -> torch.Tensor:
         raise AudioError(f"{name}: not audio that can be decoded ({e})") from None
     if frames.shape[0] == 0:
         raise AudioError(f"{name}: audio holds no samples")
+    if not np.isfinite(frames).all():
+        raise AudioError(f"{name}: audio holds NaN or infinite samples")
     return mono_16k(frames, sample_rate)
 
 
@@ -169,8 +170,6 @@ class WavLLM:
         from fairseq.dataclass.configs import FairseqConfig
         from omegaconf import OmegaConf
 
-        if not os.path.isfile(path):
-            raise CheckpointError(path, "checkpoint not found")
         dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
         if not isinstance(dtype, torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")

@@ -39,7 +39,7 @@ def test_target_column_is_optional(tmp_path):
     "body, line, example_id, reason",
     [
         ("u1\ta.wav\t10\tp\tt\n", 2, "u1", "expected 6 tab-separated fields, found 5"),
-        ("u1\ta.wav\t10\t \tt\tTrue\n", 2, "u1", "empty prompt"),
+        ("u1\t\t0\t \tt\tFalse\n", 2, "u1", "empty prompt in a row without speech"),
         ("u1\ta.wav\t10\tp\tt\tmaybe\n", 2, "u1", "with_speech must be True or False"),
         ("u1\ta.wav\tten\tp\tt\tTrue\n", 2, "u1", "n_frames must be an integer"),
         ("u1\ta.wav\t10\tp\tt\tTrue\nu1\tb.wav\t10\tp\tt\tTrue\n", 3, "u1", "duplicate id"),
@@ -54,6 +54,12 @@ def test_bad_rows_name_file_line_and_id(tmp_path, body, line, example_id, reason
     assert reason in str(e.value) and p in str(e.value) and f"line {line}" in str(e.value)
 
 
+def test_spoken_query_has_an_empty_prompt(tmp_path):
+    # The official release's SQQA.tsv: the question is in the speech.
+    p = write(tmp_path, HEADER + "u1\ta.wav\t10\t\tanswer\tTrue\n")
+    assert read_manifest(p)[0].prompt == ""
+
+
 def test_missing_required_column(tmp_path):
     p = write(tmp_path, "id\taudio\tprompt\ttgt_text\twith_speech\nu1\ta.wav\tp\tt\tTrue\n")
     with pytest.raises(ManifestError, match="missing required column.*n_frames") as e:
@@ -64,3 +70,30 @@ def test_missing_required_column(tmp_path):
 def test_writer_rejects_tabs_instead_of_rewriting(tmp_path):
     with pytest.raises(ValueError, match="id 'a'.*prompt"):
         write_manifest(str(tmp_path / "m.tsv"), [ManifestRow("a", ["x.wav"], 1, "a\tb", "t", True)])
+
+
+def test_a_manifest_saved_by_a_spreadsheet_reads_byte_order_mark_and_crlf(tmp_path):
+    p = tmp_path / "m.tsv"
+    text = HEADER + "u1\ta.wav\t10\tSay it.\thello\tTrue\n" + "u2\tb.wav\t20\tSay it.\tbye\tFalse\n"
+    p.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    rows = read_manifest(str(p))
+    assert [(r.id, r.audio, r.n_frames, r.tgt_text, r.with_speech, r.line) for r in rows] == [
+        ("u1", ["a.wav"], 10, "hello", True, 2), ("u2", ["b.wav"], 20, "bye", False, 3)]
+
+
+def test_bytes_that_are_not_utf8_name_the_line_id_and_column(tmp_path):
+    p = tmp_path / "m.tsv"
+    p.write_bytes(HEADER.encode() + b"u1\ta.wav\t10\tp\tt\tTrue\n" + b"u2\tb.wav\t10\tp\tcaf\xe9\tTrue\n")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(str(p))
+    assert (e.value.line, e.value.example_id) == (3, "u2")
+    assert "column tgt_text is not UTF-8 text (byte 0xe9)" in str(e.value) and str(p) in str(e.value)
+
+
+def test_a_manifest_error_survives_pickling_as_it_crosses_from_a_dataloader_worker():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ManifestError("m.tsv", 3, "u2", "audio holds NaN or infinite samples")))
+    assert isinstance(error, ManifestError)
+    assert (error.path, error.line, error.example_id) == ("m.tsv", 3, "u2")
+    assert str(error) == "m.tsv, line 3, id 'u2': audio holds NaN or infinite samples"

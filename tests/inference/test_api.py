@@ -113,7 +113,7 @@ def test_a_missing_checkpoint_is_named(tmp_path):
     from wavllm_fairseq import WavLLM
     from wavllm_fairseq.models.checkpoint_errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"nothing\.pt: checkpoint not found"):
+    with pytest.raises(CheckpointError, match=r"nothing\.pt: no such file"):
         WavLLM.from_checkpoint(str(tmp_path / "nothing.pt"))
 
 

@@ -26,7 +26,7 @@ def test_header_frames_convert_to_16k_and_threads_agree_with_serial(tmp_path, wr
     assert frames[str(tmp_path / "a.wav")] == 8000 and frames[str(tmp_path / "b.flac")] == 16000
     assert "not found" in errors[str(tmp_path / "missing.wav")]
     assert "unreadable" in errors[str(tmp_path / "bad.wav")]
-    assert "0 frames" in errors[str(tmp_path / "empty.wav")]
+    assert "no samples" in errors[str(tmp_path / "empty.wav")]
     assert not any(reason.startswith(str(tmp_path)) for reason in errors.values())  # path is kept apart
 
 

@@ -113,3 +113,11 @@ def test_optimizer_built_as_fairseq_does_gets_only_trainable_parameters(stage1):
     assert given == trainable
     assert not given & frozen
     assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == speech_adapters() + lora()
+
+
+def test_the_imported_release_takes_two_bytes_a_parameter_in_bfloat16():
+    """The released model as import_release builds it: stage 2 at the paper's size (WavLM Base has
+    Base+'s shapes), every weight stored in bfloat16 when decoding in bfloat16."""
+    model = build_7b(prompt_adapter=True).to(torch.bfloat16)
+    expected = whisper_encoder() + wavlm_base_plus() + LLAMA2_7B + speech_adapters() + lora() + prompt_adapter()
+    assert sum(p.numel() * p.element_size() for p in model.parameters()) == 2 * expected == 15_088_606_716

@@ -13,10 +13,12 @@ import numpy as np
 import soundfile
 import torch
 
+from ..user_error import UserError
+
 SAMPLE_RATE = 16000
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
 
@@ -67,6 +69,8 @@ def audio_info_frames(path: str) -> int:
         info = soundfile.info(path)
     except Exception as e:  # soundfile raises RuntimeError / LibsndfileError
         raise AudioError(f"{path}: unreadable audio ({e})") from None
+    if info.frames <= 0:
+        raise AudioError(f"{path}: audio file has no samples")
     return int(math.ceil(info.frames * SAMPLE_RATE / info.samplerate))
 
 
@@ -80,7 +84,10 @@ def load_audio(paths: Sequence[str]) -> torch.Tensor:
         except Exception as e:
             raise AudioError(f"{path}: unreadable audio ({e})") from None
         if data.shape[0] == 0:
-            raise AudioError(f"{path}: audio file is empty")
+            raise AudioError(f"{path}: audio file has no samples")
+        if not np.isfinite(data).all():
+            # Float WAV/FLAC can hold them; one would turn the whole batch's loss into NaN.
+            raise AudioError(f"{path}: audio holds NaN or infinite samples")
         pieces.append(mono_16k(data, sr))
     return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 

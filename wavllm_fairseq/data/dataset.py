@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,6 +27,16 @@ SAMPLES_PER_LLM_POSITION = 1280
 tokens and audio comparable when batching by ``--max-tokens``."""
 
 
+LOAD_ERROR = "load_error"
+"""Batch key of the ManifestError for a row whose audio failed to load (see :func:`raise_load_error`)."""
+
+
+def raise_load_error(batch: Dict) -> None:
+    """Raises, in the main process, the error a DataLoader worker met loading a batch's audio."""
+    if batch and LOAD_ERROR in batch:
+        raise batch[LOAD_ERROR]
+
+
 @dataclass
 class EncodedExample:
     row: ManifestRow
@@ -35,15 +45,21 @@ class EncodedExample:
     suffix: List[int]
     instruction: List[int]
     target: Optional[List[int]]
+    audio_frames: int = 0
+    """16 kHz samples of the row's audio as its files' headers give them (0 without speech): what
+    length limits and batching use, whatever the manifest's ``n_frames`` says."""
 
 
-def _check_audio(paths: List[str]) -> Optional[str]:
+SHOWN_MISMATCHES = 5
+"""Rows named one by one in the warning about ``n_frames`` values that disagree with the audio."""
+
+
+def _header_frames(paths: List[str]) -> Tuple[int, Optional[str]]:
+    """Total 16 kHz samples of the files from their headers, or the problem that makes them unusable."""
     try:
-        for p in paths:
-            audio_info_frames(p)
+        return sum(audio_info_frames(p) for p in paths), None
     except AudioError as e:
-        return str(e)
-    return None
+        return 0, str(e)
 
 
 class WavLLMDataset(FairseqDataset):
@@ -57,36 +73,56 @@ class WavLLMDataset(FairseqDataset):
         skip_bad_rows: bool = False,
         task_name: str = "",
         check_workers: int = 8,
+        max_sample_size: Optional[int] = None,
     ):
         self.manifest_path = manifest_path
         self.pad_id = pad_id
         self.task_name = task_name
+        self.skip_bad_rows = skip_bad_rows
         rows = read_manifest(manifest_path)
         paths = [[resolve_audio_path(a, audio_root, manifest_path) for a in r.audio] for r in rows]
         # Read every header once now, so a bad file fails at start-up and not hours into training.
         with ThreadPoolExecutor(check_workers) as pool:
-            problems = list(pool.map(_check_audio, [p if r.with_speech else [] for r, p in zip(rows, paths)]))
+            headers = list(pool.map(_header_frames, [p if r.with_speech else [] for r, p in zip(rows, paths)]))
         self.examples: List[EncodedExample] = []
-        skipped = []
-        for row, audio_paths, problem in zip(rows, paths, problems):
+        skipped, too_long, mismatched = [], [], []
+        for row, audio_paths, (frames, problem) in zip(rows, paths, headers):
             if problem is not None:
                 error = ManifestError(manifest_path, row.line, row.id, problem)
                 if not skip_bad_rows:
                     raise error
                 skipped.append(error)
                 continue
+            if max_sample_size is not None and frames > max_sample_size:
+                too_long.append(ManifestError(manifest_path, row.line, row.id,
+                                              f"{frames} audio samples, over --max-sample-size {max_sample_size}"))
+                continue
+            if row.with_speech and frames != row.n_frames:
+                mismatched.append(f"line {row.line}, id {row.id!r}: n_frames {row.n_frames}, audio {frames}")
             prompt = template.encode_prompt(tokenizer, row.prompt, row.with_speech)
             target = None if row.tgt_text is None else template.encode_target(tokenizer, row.tgt_text)
             self.examples.append(
                 EncodedExample(
                     row, audio_paths if row.with_speech else [], prompt.prefix, prompt.suffix,
-                    template.encode_instruction(tokenizer, row.prompt), target,
+                    template.encode_instruction(tokenizer, row.prompt), target, frames,
                 )
             )
         for error in skipped:
             logger.warning("skipped: %s", error)
         if skipped:
             logger.warning("%s: skipped %d bad row(s) of %d", manifest_path, len(skipped), len(rows))
+        for error in too_long:
+            logger.warning("skipped (too long): %s", error)
+        if too_long:
+            logger.warning("%s: skipped %d row(s) of %d longer than --max-sample-size %d",
+                           manifest_path, len(too_long), len(rows), max_sample_size)
+        if mismatched:
+            # Not an error: manifests in the wild (the official release's among them) carry
+            # placeholder counts. The headers are read anyway, so theirs are used.
+            logger.warning(
+                "%s: n_frames disagrees with the audio files' headers in %d row(s) of %d; the headers' "
+                "counts are used: %s%s", manifest_path, len(mismatched), len(rows),
+                "; ".join(mismatched[:SHOWN_MISMATCHES]), " ..." if len(mismatched) > SHOWN_MISMATCHES else "")
         if not self.examples:
             raise ManifestError(manifest_path, 1, None, "no usable rows")
         self.has_target = all(e.target is not None for e in self.examples)
@@ -97,21 +133,22 @@ class WavLLMDataset(FairseqDataset):
     @staticmethod
     def _cost(e: EncodedExample) -> int:
         text = len(e.prefix) + len(e.suffix) + len(e.target or [])
-        audio = e.row.n_frames if e.row.with_speech else 0
-        return audio + text * SAMPLES_PER_LLM_POSITION
+        return e.audio_frames + text * SAMPLES_PER_LLM_POSITION
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> Dict:
         e = self.examples[index]
-        wave = None
+        item = {"id": index, "example": e, "wave": None, "task": e.row.task or self.task_name}
         if e.audio_paths:
             try:
-                wave = load_audio(e.audio_paths)
+                item["wave"] = load_audio(e.audio_paths)
             except AudioError as err:
-                raise ManifestError(self.manifest_path, e.row.line, e.row.id, str(err)) from None
-        return {"id": index, "example": e, "wave": wave, "task": e.row.task or self.task_name}
+                # Returned, not raised: raised in a DataLoader worker it would reach the user
+                # wrapped in a RuntimeError with two tracebacks (see raise_load_error).
+                item["error"] = ManifestError(self.manifest_path, e.row.line, e.row.id, str(err))
+        return item
 
     @property
     def sizes(self) -> np.ndarray:
@@ -135,6 +172,13 @@ class WavLLMDataset(FairseqDataset):
         return out
 
     def collater(self, samples: List[Dict]) -> Dict:
+        errors = [s["error"] for s in samples if "error" in s]
+        if errors and not self.skip_bad_rows:
+            # net_input keeps fairseq-generate from passing over the batch before the task sees it.
+            return {LOAD_ERROR: errors[0], "net_input": {}, "nsentences": 0, "ntokens": 0, "target": None}
+        for error in errors:
+            logger.warning("skipped: %s", error)
+        samples = [s for s in samples if "error" not in s]
         if not samples:
             return {}
         examples = [s["example"] for s in samples]

@@ -21,9 +21,12 @@ official reader ignores extra columns) names each row's task for per-task statis
 """
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
+
+from ..user_error import UserError
 
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "prompt", "with_speech")
 OPTIONAL_COLUMNS = ("tgt_text", "task")
@@ -35,7 +38,7 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A manifest problem, located by file, line and (where known) example id."""
 
     def __init__(self, path: str, line: int, example_id: Optional[str], reason: str):
@@ -44,6 +47,10 @@ class ManifestError(ValueError):
         if example_id is not None:
             where += f", id {example_id!r}"
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        # Rebuilt from its parts when it crosses from a DataLoader worker to the main process.
+        return ManifestError, (self.path, self.line, self.example_id, self.reason)
 
 
 @dataclass
@@ -69,16 +76,41 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"with_speech must be True or False, got {value!r}")
 
 
+def _text_lines(path: str) -> List[str]:
+    """The file's lines. A byte-order mark (spreadsheet programs write one) is dropped; bytes
+    that are not UTF-8 are kept as surrogates (``surrogateescape``) so that the row holding them
+    can be reported by line, id and column (:func:`_check_utf8`). CRLF line ends are handled by
+    the caller stripping each line's ``\\r``."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    lines = data.decode("utf-8", errors="surrogateescape").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _check_utf8(path: str, line: int, example_id: Optional[str], names: List[str], fields: List[str]) -> None:
+    for name, value in zip(names, fields):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            byte = ord(value[e.start]) - 0xDC00  # surrogateescape maps byte b to U+DC00 + b
+            raise ManifestError(
+                path, line, None if example_id is None else example_id.encode("utf-8", "replace").decode(),
+                f"column {name} is not UTF-8 text (byte 0x{byte:02x}); save the manifest as UTF-8",
+            ) from None
+
+
 def read_manifest(path: str) -> List[ManifestRow]:
     """Reads and validates every row; raises ManifestError at the first bad one."""
     rows: List[ManifestRow] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = _text_lines(path)
     if not lines:
         raise ManifestError(path, 1, None, "empty file: a header line is required")
     header = lines[0].rstrip("\r").split("\t")
+    _check_utf8(path, 1, None, ["header"] * len(header), header)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ManifestError(
@@ -98,6 +130,7 @@ def read_manifest(path: str) -> List[ManifestRow]:
                 path, lineno, example_id,
                 f"expected {len(header)} tab-separated fields, found {len(fields)}",
             )
+        _check_utf8(path, lineno, example_id, header, fields)
         if not example_id:
             raise ManifestError(path, lineno, None, "empty id")
         if example_id in seen:
@@ -115,8 +148,9 @@ def read_manifest(path: str) -> List[ManifestRow]:
                 f"n_frames must be an integer, got {fields[index['n_frames']]!r}",
             ) from None
         prompt = fields[index["prompt"]]
-        if not prompt.strip():
-            raise ManifestError(path, lineno, example_id, "empty prompt")
+        # A spoken query (the release's SQQA.tsv) has its question in the speech and no prompt.
+        if not prompt.strip() and not with_speech:
+            raise ManifestError(path, lineno, example_id, "empty prompt in a row without speech")
         audio = [a for a in fields[index["audio"]].split(AUDIO_SEPARATOR) if a]
         if with_speech and not audio:
             raise ManifestError(path, lineno, example_id, "with_speech is True but audio is empty")

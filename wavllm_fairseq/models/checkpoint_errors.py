@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from ..user_error import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError):
     def __init__(
         self,
         path: str,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -15,11 +16,27 @@ HF_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch
 
 
 def load_torch_file(path: str, mmap: bool = False) -> Any:
-    """``torch.load`` on the CPU with ``weights_only=True``; ``mmap`` reads tensor data on demand."""
+    """``torch.load`` on the CPU with ``weights_only=True``, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+    says (it only changes calls that leave ``weights_only`` unset); ``mmap`` reads tensor data on demand."""
     try:
         return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
     except Exception as e:  # torch raises RuntimeError / EOFError / pickle errors for damaged files
-        raise CheckpointError(path, f"unreadable PyTorch file, truncated or damaged ({type(e).__name__}: {e})") from e
+        raise CheckpointError(path, why_unreadable(e)) from e
+
+
+def why_unreadable(error: Exception) -> str:
+    """One line for a failed ``torch.load``: torch's own messages span lines and, for a refused
+    object, suggest turning the safety off."""
+    text = str(error)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return (f"refused: it holds a {refused.group(1)} object, which is not on the allow-list of checkpoint "
+                "types; loading it could run code")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "Weights only load failed" in first:
+        first = "not a PyTorch file"
+    first = first.split(". This is an internal")[0]  # miniz's advice after the reason
+    return f"unreadable PyTorch file, truncated or damaged ({type(error).__name__}: {first})"
 
 
 def is_hugging_face_folder(path: str) -> bool:

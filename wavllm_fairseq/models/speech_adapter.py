@@ -7,11 +7,12 @@ All widths derive from the encoder and LLM widths (see :class:`AdapterWidths`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,26 @@ class SpeechBranch(nn.Module):
         self.adapter = BottleneckAdapter(widths.speech, widths.bottleneck)
         self.projector = nn.Linear(widths.speech, widths.projection)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
-        x, lengths = self.subsample(x, lengths)
+    def forward(self, x: Tensor, lengths: Tensor, windows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """windows (B,), optional: row i holds windows[i] equally long windows, each subsampled
+        on its own and then joined (the released WavLLM's handling of Whisper's 30-s windows)."""
+        if windows is None or int(windows.max()) == 1:
+            x, lengths = self.subsample(x, lengths)
+        else:
+            x, lengths = self._subsample_windows(x, lengths, windows)
         return self.projector(self.adapter(x)), lengths
+
+    def _subsample_windows(self, x: Tensor, lengths: Tensor, windows: Tensor) -> Tuple[Tensor, Tensor]:
+        counts, sizes = windows.tolist(), torch.div(lengths, windows, rounding_mode="floor").tolist()
+        pieces = [x[row, w * size:(w + 1) * size] for row, (count, size) in enumerate(zip(counts, sizes))
+                  for w in range(count)]
+        piece_lengths = torch.tensor([piece.shape[0] for piece in pieces], device=x.device)
+        out, out_lengths = self.subsample(pad_sequence(pieces, batch_first=True), piece_lengths)
+        rows, first = [], 0
+        for count in counts:
+            rows.append(torch.cat([out[p, : out_lengths[p]] for p in range(first, first + count)]))
+            first += count
+        return pad_sequence(rows, batch_first=True), torch.tensor([len(r) for r in rows], device=x.device)
 
 
 class LayerWeightedSum(nn.Module):

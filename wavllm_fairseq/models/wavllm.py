@@ -31,6 +31,7 @@ from .encoder_cache import EncoderOutputCache
 from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
 from .sharding import shard_llm_blocks
 from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
+from .whisper.frontend import WINDOW_SAMPLES
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,23 @@ class WavLLMConfig(FairseqDataclass):
         metadata={"help": "Whisper checkpoint: openai-whisper .pt, Hugging Face folder or CTranslate2 folder; "
                           "unset: random init of --whisper-preset"},
     )
-    whisper_preset: str = field(default="large-v2", metadata={"help": "Whisper size for random init"})
+    whisper_preset: str = field(
+        default="large-v2",
+        metadata={"help": "Whisper size for random init: a preset name or a JSON object of WhisperEncoderConfig's fields"},
+    )
     whisper_pad_to_30s: bool = field(
         default=True, metadata={"help": "pad audio to 30 s for Whisper, as it was trained (slower, exact)"}
+    )
+    whisper_count_partial_frame: bool = field(
+        default=False,
+        metadata={"help": "count a last hop of fewer than 160 samples as a Whisper frame (ceil(samples / 160)), as "
+                          "Hugging Face's feature extractor and so the released WavLLM do; needs whisper_pad_to_30s"},
+    )
+    whisper_windows_apart: bool = field(
+        default=False,
+        metadata={"help": "audio over 30 s: subsample each 30-s Whisper window on its own, windows kept whole, and "
+                          "join the results, as the released WavLLM does; otherwise the windows' real frames are "
+                          "joined first"},
     )
     whisper_cache_dir: Optional[str] = field(
         default=None,
@@ -58,7 +73,10 @@ class WavLLMConfig(FairseqDataclass):
     wavlm_path: Optional[str] = field(
         default=None, metadata={"help": "WavLM checkpoint: the authors' .pt or a Hugging Face folder; unset: random init"}
     )
-    wavlm_preset: str = field(default="base_plus", metadata={"help": "WavLM size for random init"})
+    wavlm_preset: str = field(
+        default="base_plus",
+        metadata={"help": "WavLM size for random init: a preset name or a JSON object of WavLMConfig's fields"},
+    )
     train_wavlm: bool = field(
         default=False,
         metadata={"help": "train the WavLM encoder instead of freezing it: for a randomly initialised one, "
@@ -68,7 +86,10 @@ class WavLLMConfig(FairseqDataclass):
         default=None,
         metadata={"help": "LLM checkpoint: Meta folder, Hugging Face folder or GGUF file; unset: random init"},
     )
-    llm_preset: str = field(default="llama2_7b", metadata={"help": "LLM size for random init"})
+    llm_preset: str = field(
+        default="llama2_7b",
+        metadata={"help": "LLM size for random init: a preset name or a JSON object of LlamaConfig's fields"},
+    )
     lora_rank: int = field(default=32, metadata={"help": "LoRA rank r"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha (scale alpha / r without the prompt adapter)"})
     lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
@@ -88,6 +109,37 @@ class WavLLMConfig(FairseqDataclass):
                           "fully-sharded training shards it: there fairseq's --finetune-from-model cannot load a "
                           "whole checkpoint; a prompt adapter the checkpoint lacks keeps its initialisation"},
     )
+    base_checkpoint: Optional[str] = field(
+        default=None,
+        metadata={"help": "WavLLM checkpoint that the model is built as and starts from, e.g. the released model "
+                          "converted by import_release: its architecture options replace these, all its weights "
+                          "are loaded, and its frozen weights are read from it again whenever the model is built, "
+                          "so the checkpoints of this run hold only what trains"},
+    )
+
+
+ARCHITECTURE_FIELDS = (
+    "whisper_path", "whisper_preset", "whisper_pad_to_30s", "whisper_count_partial_frame", "whisper_windows_apart",
+    "wavlm_path", "wavlm_preset", "llm_path", "llm_preset", "lora_rank", "lora_alpha", "lora_targets",
+    "prompt_adapter",
+)
+"""The options that shape the network and its computation; ``base_checkpoint`` takes them from there."""
+
+
+def read_fairseq_checkpoint(path: str) -> dict:
+    """A fairseq checkpoint's contents, its tensors mapped from the file rather than read whole."""
+    state = load_torch_file(path, mmap=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(path, "not a fairseq checkpoint (no 'model' entry)")
+    return state
+
+
+def base_architecture(path: str, checkpoint: dict) -> Dict[str, object]:
+    """The architecture options (:data:`ARCHITECTURE_FIELDS`) recorded in a WavLLM checkpoint."""
+    model_cfg = (checkpoint.get("cfg") or {}).get("model") or {}
+    if model_cfg.get("_name") != "wavllm":
+        raise CheckpointError(path, "not a WavLLM checkpoint with its configuration (cfg.model of 'wavllm')")
+    return {name: model_cfg.get(name, getattr(WavLLMConfig, name)) for name in ARCHITECTURE_FIELDS}
 
 
 def keeps_every_row(new_order: Tensor, rows: int) -> bool:
@@ -121,6 +173,11 @@ def left_padded_concatenation(segments: List[Tuple[Tensor, Tensor]]) -> Tuple[Te
     return rows.masked_fill(pad[..., None], 0), pad, lengths
 
 
+def whisper_windows(wave_lengths: Tensor) -> Tensor:
+    """How many 30-s Whisper windows each wave is cut into (at least one)."""
+    return torch.div(wave_lengths + WINDOW_SAMPLES - 1, WINDOW_SAMPLES, rounding_mode="floor").clamp(min=1)
+
+
 class WavLLMEncoder(FairseqEncoder):
     """Speech encoders, adapters and prompt assembly."""
 
@@ -132,9 +189,14 @@ class WavLLMEncoder(FairseqEncoder):
         # and state dict, so it is stored and trained once.
         self._llm = [llm]
         self.pad_to_30s = cfg.whisper_pad_to_30s
+        self.count_partial_frame = cfg.whisper_count_partial_frame
+        self.windows_apart = cfg.whisper_windows_apart
+        if self.count_partial_frame and not self.pad_to_30s:
+            raise ValueError("whisper_count_partial_frame needs whisper_pad_to_30s")
         self.whisper_cache = None
         if cfg.whisper_cache_dir:
             variant = "pad30" if cfg.whisper_pad_to_30s else "unpadded"
+            variant += "-partial" * self.count_partial_frame + "-windows" * self.windows_apart
             self.whisper_cache = EncoderOutputCache(cfg.whisper_cache_dir, whisper, variant)
         dim = llm.cfg.dim
         widths = AdapterWidths.derive(whisper.cfg.n_audio_state, dim)
@@ -162,19 +224,22 @@ class WavLLMEncoder(FairseqEncoder):
             module.eval()
         return self
 
+    def _whisper_frames(self, waves: Tensor, wave_lengths: Tensor):
+        with torch.no_grad():
+            return self.whisper.encode_waves(waves, wave_lengths, pad_to_30s=self.pad_to_30s,
+                                             count_partial_frame=self.count_partial_frame,
+                                             whole_windows=self.windows_apart)
+
     def encode_whisper(self, waves: Tensor, wave_lengths: Tensor, audio_keys: Optional[List[str]]):
         """Whisper's last hidden state, read from the cache where it holds the clip."""
         if self.whisper_cache is None or audio_keys is None:
-            with torch.no_grad():
-                return self.whisper.encode_waves(waves, wave_lengths, pad_to_30s=self.pad_to_30s)
+            return self._whisper_frames(waves, wave_lengths)
         outputs = [self.whisper_cache.get(k) for k in audio_keys]
         missing = [i for i, o in enumerate(outputs) if o is None]
         if missing:
             rows = torch.tensor(missing, device=waves.device)
             lengths = wave_lengths[rows]
-            with torch.no_grad():
-                hidden, hidden_lengths = self.whisper.encode_waves(
-                    waves[rows, : int(lengths.max())], lengths, pad_to_30s=self.pad_to_30s)
+            hidden, hidden_lengths = self._whisper_frames(waves[rows, : int(lengths.max())], lengths)
             for j, i in enumerate(missing):
                 outputs[i] = hidden[j, : hidden_lengths[j]]
                 self.whisper_cache.put(audio_keys[i], outputs[i])
@@ -191,7 +256,8 @@ class WavLLMEncoder(FairseqEncoder):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.wavlm not in self.frozen):
             states, acoustic_lengths, _ = self.wavlm(waves, wave_lengths)
         acoustic = self.wavlm_layer_weights(states)
-        semantic, semantic_lengths = self.whisper_branch(semantic, semantic_lengths)
+        windows = whisper_windows(wave_lengths) if self.windows_apart else None
+        semantic, semantic_lengths = self.whisper_branch(semantic, semantic_lengths, windows)
         acoustic, acoustic_lengths = self.wavlm_branch(acoustic, acoustic_lengths)
         return self.fusion(semantic, semantic_lengths, acoustic, acoustic_lengths)
 
@@ -332,6 +398,7 @@ class WavLLMModel(FairseqEncoderDecoderModel):
         self.cfg = cfg
         # Components read from a pretrained checkpoint are frozen and not saved again:
         # checkpoints hold what trains plus whatever was randomly initialised.
+        self.frozen_weights_are_external = bool(cfg.base_checkpoint)
         self.external_prefixes = [
             prefix
             for prefix, path in (
@@ -344,6 +411,11 @@ class WavLLMModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def build_model(cls, cfg: WavLLMConfig, task):
+        base = None
+        if cfg.base_checkpoint:
+            base = read_fairseq_checkpoint(cfg.base_checkpoint)
+            for name, value in base_architecture(cfg.base_checkpoint, base).items():
+                setattr(cfg, name, value)
         lora = LoraConfig(
             rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
             targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()),
@@ -352,18 +424,17 @@ class WavLLMModel(FairseqEncoderDecoderModel):
         set_activation_checkpointing(llm.layers, cfg.activation_checkpointing)
         encoder = WavLLMEncoder(cfg, build_whisper(cfg), build_wavlm(cfg), llm)
         model = cls(cfg, encoder, WavLLMDecoder(task.target_dictionary, llm))
+        if base is not None:
+            model.load_weights(cfg.base_checkpoint, base["model"])
         if cfg.init_from:
-            model.start_from(cfg.init_from)
+            model.load_weights(cfg.init_from, read_fairseq_checkpoint(cfg.init_from)["model"])
         model.encoder.speech_path_in_every_batch = shard_llm_blocks(llm.layers)
         return model
 
-    def start_from(self, path: str) -> None:
-        """Loads the weights of the fairseq checkpoint at ``path`` (``--init-from``)."""
-        state = load_torch_file(path)
-        if not isinstance(state, dict) or "model" not in state:
-            raise CheckpointError(path, "not a fairseq checkpoint (no 'model' entry)")
+    def load_weights(self, path: str, weights: Dict[str, Tensor]) -> None:
+        """Loads a checkpoint's weights (``--base-checkpoint``, ``--init-from``), naming the file on a misfit."""
         try:
-            self.load_state_dict(state["model"])
+            self.load_state_dict(weights)
         except RuntimeError as e:
             raise CheckpointError(path, str(e)) from e
 
@@ -389,7 +460,8 @@ class WavLLMModel(FairseqEncoderDecoderModel):
             self.decoder.llm.merge_lora()
 
     def _is_external(self, key: str, trainable: set) -> bool:
-        return key not in trainable and any(key.startswith(p) for p in self.external_prefixes)
+        return key not in trainable and (
+            self.frozen_weights_are_external or any(key.startswith(p) for p in self.external_prefixes))
 
     def state_dict(self, *, destination=None, prefix="", keep_vars=False):
         state = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)

@@ -8,11 +8,13 @@ from typing import List, Optional
 import numpy as np
 from fairseq.data import ConcatDataset, ResamplingDataset
 from fairseq.dataclass import FairseqDataclass
+from fairseq.search import DiverseBeamSearch
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
-from ..data.dataset import WavLLMDataset
+from ..data.dataset import SAMPLES_PER_LLM_POSITION, WavLLMDataset, raise_load_error
 from ..data.dictionary import TokenizerDictionary
+from ..errors import OptionError
 from ..models.llama.templates import get_template
 from ..models.llama.tokenizer import load_tokenizer
 
@@ -33,8 +35,8 @@ class WavLLMTaskConfig(FairseqDataclass):
     max_sample_size: int = field(
         default=16000 * 60,
         metadata={
-            "help": "longest example kept, in 16 kHz samples; each text token counts as 1280 samples "
-            "(one 12.5 Hz speech frame). Longer ones are skipped with a logged count"
+            "help": "longest audio kept, in 16 kHz samples (all of a row's files together, as their headers "
+            "give them; the prompt does not count). Longer rows are skipped, each named in the log, with a count"
         },
     )
     skip_bad_rows: bool = field(
@@ -66,6 +68,41 @@ def mixture_sizes(sizes: List[int], weights: List[float], temperature: float) ->
     return [max(1, int(round(x))) for x in p * sum(sizes)]
 
 
+def manifests_in(dataset) -> List[WavLLMDataset]:
+    """The manifests behind a dataset, through fairseq's concatenating and resampling wrappers."""
+    if isinstance(dataset, WavLLMDataset):
+        return [dataset]
+    inner = getattr(dataset, "datasets", None) or [getattr(dataset, "dataset", None)]
+    return [m for d in inner if d is not None for m in manifests_in(d)]
+
+
+def check_max_tokens(dataset, max_tokens: int) -> None:
+    """Every row must fit a batch alone; fairseq would stop with an assertion naming none."""
+    for manifest in manifests_in(dataset):
+        largest = int(np.argmax(manifest.sizes))
+        size = int(manifest.sizes[largest])
+        if size > max_tokens:
+            row = manifest.examples[largest].row
+            raise OptionError(
+                f"--max-tokens {max_tokens} is less than one row needs alone: {manifest.manifest_path}, "
+                f"line {row.line}, id {row.id!r} costs {size} (audio samples + {SAMPLES_PER_LLM_POSITION} "
+                f"per text token); raise --max-tokens to at least {size}"
+            )
+
+
+def check_generation_options(gen) -> None:
+    """Decoding options fairseq would silently cut short or fail on deep inside its generator."""
+    if gen.nbest > gen.beam:
+        raise OptionError(f"--nbest {gen.nbest} asks for more hypotheses than --beam {gen.beam} keeps; "
+                          f"set --beam to at least {gen.nbest}")
+    if gen.diverse_beam_groups > 0 and gen.beam % gen.diverse_beam_groups:
+        raise OptionError(f"--diverse-beam-groups {gen.diverse_beam_groups} must divide --beam {gen.beam}: "
+                          "each group keeps the same number of hypotheses")
+    if gen.max_len_a == 0 and gen.max_len_b < 1:
+        raise OptionError(f"--max-len-b {gen.max_len_b} leaves no room for an answer; it counts generated "
+                          "tokens and must be at least 1")
+
+
 @register_task("wavllm", dataclass=WavLLMTaskConfig)
 class WavLLMTask(FairseqTask):
     cfg: WavLLMTaskConfig
@@ -95,10 +132,11 @@ class WavLLMTask(FairseqTask):
     def _manifest(self, name: str) -> WavLLMDataset:
         path = os.path.join(self.cfg.data, f"{name}.tsv")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"manifest not found: {path} (subset {name!r} of --data {self.cfg.data})")
+            raise OptionError(f"manifest not found: {path} (subset {name!r} of --data {self.cfg.data})")
         dataset = WavLLMDataset(
             path, self.tokenizer, self.template, self.dictionary.pad(),
             audio_root=self.cfg.audio_root, skip_bad_rows=self.cfg.skip_bad_rows, task_name=name,
+            max_sample_size=self.cfg.max_sample_size,
         )
         self.task_names = sorted(set(self.task_names) | set(dataset.task_names))
         return dataset
@@ -113,7 +151,7 @@ class WavLLMTask(FairseqTask):
         if self.cfg.mixture_weights is not None:
             weights = [float(w) for w in self.cfg.mixture_weights.split(",")]
             if len(weights) != len(parts):
-                raise ValueError(
+                raise OptionError(
                     f"--mixture-weights has {len(weights)} value(s) for {len(parts)} manifest(s) in {split!r}"
                 )
         sizes = [len(p) for p in parts]
@@ -127,14 +165,38 @@ class WavLLMTask(FairseqTask):
         )
 
     def max_positions(self):
-        return self.cfg.max_sample_size
+        # --max-sample-size is applied once, to the audio, when a manifest is read (each skipped
+        # row named there); fairseq's own size filter would only name dataset indices.
+        return None
 
     def get_batch_iterator(self, dataset, **kwargs):
         # fairseq rounds batch sizes down to --required-batch-size-multiple (8 by default) and
         # the rows that do not fit are lost at evaluation time; our batches are built by audio
         # length, where the rounding buys nothing, so every batch keeps what fits.
         kwargs["required_batch_size_multiple"] = 1
+        if kwargs.get("max_tokens"):
+            check_max_tokens(dataset, kwargs["max_tokens"])
         return super().get_batch_iterator(dataset, **kwargs)
+
+    def build_generator(self, models, args, *rest, **kwargs):
+        check_generation_options(args)
+        return super().build_generator(models, args, *rest, **kwargs)
+
+    def train_step(self, sample, *args, **kwargs):
+        raise_load_error(sample)
+        return super().train_step(sample, *args, **kwargs)
+
+    def valid_step(self, sample, *args, **kwargs):
+        raise_load_error(sample)
+        return super().valid_step(sample, *args, **kwargs)
+
+    def inference_step(self, generator, models, sample, *args, **kwargs):
+        raise_load_error(sample)
+        if isinstance(getattr(generator, "search", None), DiverseBeamSearch):
+            # fairseq's diverse beam search indexes its per-row state by sample["id"], dataset
+            # indices that outgrow the batch; without an id it uses the rows' batch positions.
+            sample = {k: v for k, v in sample.items() if k != "id"}
+        return super().inference_step(generator, models, sample, *args, **kwargs)
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)

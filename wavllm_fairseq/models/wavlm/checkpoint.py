@@ -203,9 +203,10 @@ def detect_format(path: str) -> str:
     raise CheckpointError(path, "no such file or folder")
 
 
-def _to_our_names(state: Mapping[str, Tensor], table: KeyTable, cfg: WavLMConfig,
-                  source: str) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
-    """(weights under our names, our name -> checkpoint name); unused weights dropped, unknown ones refused."""
+def to_our_names(state: Mapping[str, Tensor], table: KeyTable, cfg: WavLMConfig, source: str,
+                 prefix: str = "") -> Tuple[Dict[str, Tensor], Dict[str, str]]:
+    """(weights under our names, our name -> checkpoint name); unused weights dropped, unknown ones refused.
+    ``prefix``: what the checkpoint puts before these names, for naming keys in errors."""
     ours: Dict[str, Tensor] = {}
     names: Dict[str, str] = {}
     for key, value in state.items():
@@ -213,9 +214,9 @@ def _to_our_names(state: Mapping[str, Tensor], table: KeyTable, cfg: WavLMConfig
             continue
         renamed = rename_key(key, table)
         if renamed is None:
-            raise CheckpointError(source, "unexpected weight (not part of the WavLM encoder)", key=key,
+            raise CheckpointError(source, "unexpected weight (not part of the WavLM encoder)", key=prefix + key,
                                   got_shape=tuple(value.shape))
-        ours[renamed], names[renamed] = value, key
+        ours[renamed], names[renamed] = value, prefix + key
     g, v = _POS_CONV + "weight_g", _POS_CONV + "weight_v"
     if g in ours and v in ours:
         expected_g = (1, 1, cfg.conv_pos)
@@ -236,7 +237,7 @@ def load_wavlm(path: str, device="cpu", dtype: torch.dtype = torch.float32) -> W
     """
     reader = _read_authors if detect_format(path) == "authors" else _read_hugging_face
     cfg, state, source, table = reader(path)
-    ours, names = _to_our_names(state, table, cfg, source)
+    ours, names = to_our_names(state, table, cfg, source)
     model = WavLMEncoder(cfg)
     for key, param in model.state_dict().items():
         if key not in ours:

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import struct
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -226,13 +226,19 @@ def _read_hugging_face(path: str) -> Tuple[WhisperEncoderConfig, Dict[str, Tenso
     tensors, weights_path = read_hugging_face_tensors(path)
     state: Dict[str, Tensor] = {}
     for name, value in tensors.items():
-        name = name[len("model."):] if name.startswith("model.") else name
-        for pattern, replacement in _HF_TO_OPENAI:
-            renamed, hits = re.subn("^" + pattern, replacement, name)
-            if hits:
-                state[renamed] = value
-                break
+        renamed = hugging_face_to_openai(name[len("model."):] if name.startswith("model.") else name)
+        if renamed is not None:
+            state[renamed] = value
     return cfg, state, weights_path
+
+
+def hugging_face_to_openai(name: str) -> Optional[str]:
+    """openai-whisper's name for a Hugging Face encoder weight (``encoder.…``); None for others."""
+    for pattern, replacement in _HF_TO_OPENAI:
+        renamed, hits = re.subn("^" + pattern, replacement, name)
+        if hits:
+            return renamed
+    return None
 
 
 # Each reader returns (encoder config, state dict in openai-whisper names, the file it read).

@@ -24,6 +24,13 @@ WavLLM's adapters; choose the mode once and keep it between training and use.
 Audio longer than 30 s (``encode_waves``): each item is cut into consecutive 30-s windows,
 the windows of all items are encoded as one batch, and each item's window outputs are
 joined in time, keeping only the frames that cover real audio.
+
+Two options reproduce the released WavLLM, which runs Hugging Face's feature extractor:
+``count_partial_frame`` counts a last hop of fewer than 160 samples as a frame (its attention
+mask is taken every 160 samples: ceil(samples / 160) frames; openai-whisper's count is the
+floor), and ``whole_windows`` keeps every window of an item longer than 30 s whole (all
+``n_audio_ctx`` frames, those over the zero padding of its last window included), because the
+release cuts each window's output at the longest window of the batch.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import WhisperEncoderConfig
-from .frontend import WINDOW_SAMPLES, log_mel_spectrogram
+from .frontend import HOP_LENGTH, WINDOW_SAMPLES, log_mel_spectrogram
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
@@ -154,11 +161,15 @@ class WhisperEncoder(nn.Module):
             x = x * (torch.arange(x.shape[1], device=x.device)[None, :] < out_lengths[:, None])[..., None]
         return x, out_lengths
 
-    def encode_waves(self, waves: Tensor, lengths: Tensor, pad_to_30s: bool = True) -> Tuple[Tensor, Tensor]:
+    def encode_waves(self, waves: Tensor, lengths: Tensor, pad_to_30s: bool = True,
+                     count_partial_frame: bool = False, whole_windows: bool = False) -> Tuple[Tensor, Tensor]:
         """Front end and encoder for (B, T) 16 kHz waves of any length.
 
         Returns hidden (B, F', n_audio_state), zero beyond each item's out_lengths (B,).
+        ``count_partial_frame`` and ``whole_windows``: see the module docstring.
         """
+        if count_partial_frame and not pad_to_30s:
+            raise ValueError("count_partial_frame needs pad_to_30s: unpadded features end at the last full hop")
         lengths = lengths.to(device=waves.device, dtype=torch.long)
         window_waves: List[Tensor] = []
         window_lengths: List[int] = []
@@ -172,6 +183,8 @@ class WhisperEncoder(nn.Module):
         window_batch = torch.nn.utils.rnn.pad_sequence(window_waves, batch_first=True)
         window_lengths_t = torch.tensor(window_lengths, device=waves.device)
         mel, frame_lengths = log_mel_spectrogram(window_batch, window_lengths_t, self.cfg.n_mels, pad_to_30s)
+        if count_partial_frame:
+            frame_lengths = torch.div(window_lengths_t + HOP_LENGTH - 1, HOP_LENGTH, rounding_mode="floor")
         if mel.shape[-1] == 0:  # no window holds a full mel frame: nothing to encode
             empty = torch.zeros(len(windows_per_item), 0, self.cfg.n_audio_state, device=waves.device,
                                 dtype=self.conv1.weight.dtype)
@@ -181,7 +194,8 @@ class WhisperEncoder(nn.Module):
         pieces, out_lengths = [], []
         first = 0
         for count in windows_per_item:
-            kept = [hidden[w, : int(window_out[w])] for w in range(first, first + count)]
+            whole = whole_windows and count > 1
+            kept = [hidden[w] if whole else hidden[w, : int(window_out[w])] for w in range(first, first + count)]
             pieces.append(torch.cat(kept, dim=0))
             out_lengths.append(pieces[-1].shape[0])
             first += count
