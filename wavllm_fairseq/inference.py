@@ -22,6 +22,7 @@ import torch
 
 from .data.audio import SAMPLE_RATE, AudioError, load_audio, mono_16k
 from .data.dataset import SAMPLES_PER_LLM_POSITION
+from .models.checkpoint_errors import CheckpointError
 from .models.llama.templates import EncodedPrompt, Turn
 
 Audio = Union[None, str, os.PathLike, np.ndarray, Tuple[np.ndarray, int]]
@@ -170,6 +171,8 @@ class WavLLM:
         from fairseq.dataclass.configs import FairseqConfig
         from omegaconf import OmegaConf
 
+        if not os.path.isfile(path):  # fairseq's loader reports it as a model that does not fit
+            raise CheckpointError(path, "checkpoint not found")
         dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
         if not isinstance(dtype, torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")

@@ -113,8 +113,11 @@ def test_a_missing_checkpoint_is_named(tmp_path):
     from wavllm_fairseq import WavLLM
     from wavllm_fairseq.models.checkpoint_errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"nothing\.pt: no such file"):
+    with pytest.raises(CheckpointError, match=r"nothing\.pt: checkpoint not found"):
         WavLLM.from_checkpoint(str(tmp_path / "nothing.pt"))
+    (tmp_path / "page.pt").write_text("<html>the download link expired</html>")
+    with pytest.raises(CheckpointError, match=r"page\.pt: unreadable PyTorch file"):
+        WavLLM.from_checkpoint(str(tmp_path / "page.pt"))
 
 
 def test_a_tokenizer_given_replaces_the_one_recorded(tiny_model, tiny_checkpoint, speech_corpus, tmp_path, mixed_inputs):

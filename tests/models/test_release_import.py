@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 transformers = pytest.importorskip("transformers")
 
+from wavllm_fairseq.data.manifest import read_manifest  # noqa: E402
 from wavllm_fairseq.import_release import import_release  # noqa: E402
 from wavllm_fairseq.models.checkpoint_errors import CheckpointError  # noqa: E402
 
@@ -359,6 +360,13 @@ def test_imported_model_decodes_a_batch_with_beam_4_as_each_clip_alone(release, 
         results[batch] = hypotheses((tmp_path / f"b{batch}" / "generate-mixed.txt").read_text())
     assert sorted(results[4]) == ["0", "1", "2", "3"]
     assert results[4] == results[1]
+    # The Python API loads the imported checkpoint too and answers as fairseq-generate does.
+    from wavllm_fairseq import WavLLM
+
+    rows = read_manifest(str(speech_corpus / "mixed.tsv"))
+    answers = WavLLM.from_checkpoint(str(release.checkpoint), device="cpu").generate(
+        [str(speech_corpus / r.audio[0]) for r in rows], [r.prompt for r in rows], beam=4, max_new_tokens=6)
+    assert answers == [results[4][str(i)] for i in range(len(rows))]
 
 
 def test_fine_tuning_starts_from_every_imported_weight_and_saves_only_what_trains(
