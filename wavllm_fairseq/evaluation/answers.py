@@ -72,14 +72,8 @@ class LabelSet:
             raise ValueError(f"a label set needs distinct labels, got {self.labels}")
 
 
-def parse_options(prompt: str) -> Optional[LabelSet]:
-    """The options written in an SQA prompt, or None if it has none in a known layout.
-
-    >>> parse_options("What will he do? A. Start to exercise; B. Rest; C. Work.").surface
-    (('start to exercise', 'A'), ('rest', 'B'), ('work', 'C'))
-    >>> parse_options("Which animal is mentioned? Options: cat, dog, fox, pig.").labels
-    ('cat', 'dog', 'fox', 'pig')
-    """
+def options_span(prompt: str) -> Optional[Tuple[int, LabelSet]]:
+    """Where the options of an SQA prompt start, and the options; None if it has none in a known layout."""
     marks = list(_LETTER_MARK.finditer(prompt))
     # The options are the last run A, B, C, ... of letter marks (a question may contain an "A.").
     starts = [i for i, m in enumerate(marks) if m.group(1) == "A"]
@@ -95,14 +89,26 @@ def parse_options(prompt: str) -> Optional[LabelSet]:
         for m, nxt in zip(run, run[1:] + [None]):
             texts.append(" ".join(words(prompt[m.end(): nxt.start() if nxt else len(prompt)])))
         letters = tuple(m.group(1) for m in run)
-        return LabelSet(letters, tuple(zip(texts, letters)), letters=True)
+        return run[0].start(1), LabelSet(letters, tuple(zip(texts, letters)), letters=True)
     listed = _LISTED_OPTIONS.search(prompt)
     if listed:
         options = tuple(" ".join(words(o)) for o in listed.group(1).rstrip(".").split(","))
         options = tuple(o for o in options if o)
         if len(options) >= 2:
-            return LabelSet(options)
+            return listed.start(), LabelSet(options)
     return None
+
+
+def parse_options(prompt: str) -> Optional[LabelSet]:
+    """The options written in an SQA prompt, or None if it has none in a known layout.
+
+    >>> parse_options("What will he do? A. Start to exercise; B. Rest; C. Work.").surface
+    (('start to exercise', 'A'), ('rest', 'B'), ('work', 'C'))
+    >>> parse_options("Which animal is mentioned? Options: cat, dog, fox, pig.").labels
+    ('cat', 'dog', 'fox', 'pig')
+    """
+    span = options_span(prompt)
+    return None if span is None else span[1]
 
 
 def label_set(task: str, prompt: str) -> LabelSet:
