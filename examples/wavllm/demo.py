@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,6 +45,8 @@ PROMPT_VARIANTS = 2
 STAGES = {"stage1": "demo_stage1", "stage2": "demo_stage2"}
 """Checkpoint folder (and name in the table) -> hydra config."""
 
+MAX_REPLY_TOKENS = {False: 60, True: 12}
+"""Longest reply decoded, by --quick: a model trained for a few updates rambles to the limit."""
 QUICK_OVERRIDES = ["optimization.max_update=6", "checkpoint.save_interval_updates=3",
                    "dataset.validate_interval_updates=6"]
 """A few updates per stage: for the test suite, which checks the plumbing, not the scores."""
@@ -86,33 +89,45 @@ def hydra_train(config: str, overrides: Sequence[str], log_path: str) -> None:
         log.write(" ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        previous = ""
+        shown = True
         for line in proc.stdout:
             log.write(line)
-            if not hydra_noise(line, previous):
+            shown = shown_in_terminal(line, shown)
+            if shown:
                 sys.stderr.write(line)
-            previous = line
         if proc.wait() != 0:
             raise SystemExit(f"{config} failed (exit {proc.returncode}); see {log_path}")
 
 
-def hydra_noise(line: str, previous: str) -> bool:
-    """Lines of a training log that stay out of the terminal (they are in the stage's train.log):
-    INFO lines of both of fairseq's log formats (the config dumps among them) and library warnings
-    with their source line; progress summaries, errors and tracebacks are shown."""
-    if any(p in line for p in ("| train |", "| valid |", "[train]", "[valid]", "done training")):
-        return False
-    warning_source = "Warning:" in previous and line.startswith("  ")
-    return "| INFO |" in line or "][INFO]" in line or "Warning:" in line or warning_source
+LOG_RECORD_START = re.compile(
+    r"^(\[\d{4}-\d\d-\d\d [\d:,]+\]\[|\d{4}-\d\d-\d\d [\d:,]+ \| |(DEBUG|INFO|WARNING|ERROR|CRITICAL):"
+    r"|Traceback |(<frozen \w+>|\S+):\d+: \w*Warning:)")
+"""The first line of a log record (hydra's, fairseq's and logging's default formats), of a
+traceback or of a warning; other lines continue the record above them."""
+QUIET_RECORD = re.compile(r"^(\[[^]]*\]\[[^]]*\]\[(INFO|DEBUG)\]|\S+ \S+ \| (INFO|DEBUG) \||(INFO|DEBUG):"
+                          r"|(<frozen \w+>|\S+):\d+: \w*Warning:)")
+PROGRESS = ("| train |", "| valid |", "[train]", "[valid]", "done training")
 
 
-def evaluate(data: str, audio_root: str, tokenizer: str, stage_dirs: Dict[str, str], out: str) -> Dict:
+def shown_in_terminal(line: str, previous_shown: bool) -> bool:
+    """Whether a line of a training log also goes to the terminal: progress summaries, errors and
+    tracebacks do; INFO and DEBUG records (config dumps, the model's structure) and library
+    warnings, with all their lines, stay in the stage's train.log only."""
+    if not LOG_RECORD_START.match(line):
+        return previous_shown
+    if any(p in line for p in PROGRESS):
+        return True
+    return not QUIET_RECORD.match(line)
+
+
+def evaluate(data: str, audio_root: str, tokenizer: str, stage_dirs: Dict[str, str], out: str,
+             max_len_b: int) -> Dict:
     """Both stages on every test set through wavllm_fairseq.evaluate; returns its results."""
     from wavllm_fairseq.evaluate import Evaluation, log_to
     from wavllm_fairseq.evaluation.decode import DecodingOptions
 
     log_to(os.path.join(out, "evaluate.log"))
-    options = DecodingOptions(beam=1, max_len_b=60, tokenizer_path=tokenizer, audio_root=audio_root,
+    options = DecodingOptions(beam=1, max_len_b=max_len_b, tokenizer_path=tokenizer, audio_root=audio_root,
                               batch_size=16, cpu=True)
     evaluation = Evaluation(out, options, PROMPT_VARIANTS, variants_for=["stage2"])
     sets = [os.path.join(data, f"test_{task}.tsv") for task in demo_corpus.STAGE1_TASKS + demo_corpus.STAGE2_TASKS]
@@ -166,7 +181,8 @@ def run(out: str, size: str = "demo", quick: bool = False, workers: int = 2, see
             open(os.path.join(save, "done"), "w").close()
 
     step("evaluation")
-    evaluation = evaluate(data, audio_root, tokenizer, stage_dirs, os.path.join(out, "evaluation"))
+    evaluation = evaluate(data, audio_root, tokenizer, stage_dirs, os.path.join(out, "evaluation"),
+                          MAX_REPLY_TOKENS[quick])
     clock["end"] = time.time()
     names = list(clock)
     timing = {a: clock[b] - clock[a] for a, b in zip(names, names[1:])}
@@ -187,7 +203,7 @@ def main(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_run", help="working folder (re-running resumes in it)")
     parser.add_argument("--size", choices=sorted(demo_corpus.SIZES_BY_NAME), default="demo")
-    parser.add_argument("--quick", action="store_true", help="a few updates per stage (checks the plumbing)")
+    parser.add_argument("--quick", action="store_true", help="a few updates per stage and short replies (checks the plumbing)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for both stages, e.g. optimization.lr=[1e-3]")

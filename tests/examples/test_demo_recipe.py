@@ -46,7 +46,8 @@ def test_short_recipe_trains_both_stages_and_prints_one_table(demo_run):
                 "| test_sqa, 2 held-out rewordings (mean ± sd) | sqa | accuracy % | - |"):
         assert row in table
     # the terminal shows progress, not library warnings or fairseq's config dumps
-    assert "Warning:" not in proc.stderr and "][INFO]" not in proc.stderr
+    assert "Warning:" not in proc.stderr and "'common': {" not in proc.stderr
+    assert re.search(r"\[train\]\[INFO\] - epoch 001 \| loss", proc.stderr)
     # Stage 2 starts from stage 1's weights with a fresh optimiser and adds the prompt adapter.
     log = (out / "stage2" / "train.log").read_text()
     assert re.search(r"loading pretrained model from .*stage1/checkpoint_last\.pt: optimizer, lr scheduler", log)
