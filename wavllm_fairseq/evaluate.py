@@ -29,7 +29,7 @@ from .data.manifest import ManifestError, read_manifest, resolve_audio_path, wri
 from .evaluation.decode import DecodingOptions, LoadedCheckpoint, decode_manifest
 from .evaluation.metrics import mean_and_std
 from .evaluation.prompts import DEFAULT_POOL, load_pool, reword
-from .evaluation.report import bar_chart, results_markdown
+from .evaluation.report import bar_chart, headline, results_markdown
 from .evaluation.scoring import DecodedRow, score_set
 from .evaluation.tasks import METRICS, REWORDABLE_METRICS, set_task
 
@@ -166,8 +166,8 @@ class Evaluation:
                 results[set_name] = summary
                 with open(os.path.join(folder, f"{set_name}.jsonl"), "w", encoding="utf-8") as f:
                     f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-                logger.info("[%s] %s (%s, %d rows): %s = %.1f; %s", name, set_name, test_set.task, summary["n"],
-                            summary["metric"], summary["score"], how)
+                logger.info("[%s] %s (%s, %d rows): %s; %s", name, set_name, test_set.task, summary["n"],
+                            headline(summary), how)
         with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1, ensure_ascii=False)
         return {"path": os.path.abspath(path), "decoding": self.options.cache_fields(), "sets": results,

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from wavllm_fairseq.data.manifest import read_manifest, write_manifest
-from wavllm_fairseq.evaluate import cache_key, find_sets
+from wavllm_fairseq.evaluate import Evaluation, cache_key, find_sets
 from wavllm_fairseq.evaluation.decode import DecodingOptions
 from wavllm_fairseq.evaluation.prompts import DEFAULT_POOL, load_pool
 from wavllm_fairseq.evaluation.scoring import DecodedRow, score_set
@@ -146,12 +146,17 @@ def test_cache_key_follows_decoding_options_not_batch_size(checkpoints, test_set
 
 
 def test_bad_input_is_one_line_error(test_sets, tmp_path):
-    assert "no test*.tsv manifest in this folder" in evaluate("--path", "x.pt", "--data", tmp_path, "--out", tmp_path).stderr
+    with pytest.raises(ValueError, match="no test\\*.tsv manifest in this folder"):
+        find_sets([str(tmp_path)])
     rows = read_manifest(str(test_sets / "test_asr.tsv"))
     write_manifest(str(tmp_path / "test_text.tsv"), [r.__class__(r.id, r.audio, r.n_frames, r.prompt, "x", True)
                                                      for r in rows])
     with pytest.raises(ValueError, match="test_text.tsv: task 'text' \\(from the file name\\) has no metric"):
         find_sets([str(tmp_path / "test_text.tsv")])
+    # more rewordings asked for than the pool has: refused before anything is decoded
+    with pytest.raises(ValueError, match="--prompt-variants 9, but .*eval_prompts.json has 4 wording\\(s\\) for task asr"):
+        Evaluation(str(tmp_path / "o"), DecodingOptions(), prompt_variants=9).run(
+            [str(test_sets / "test_asr.tsv")], [str(test_sets / "test_asr.tsv")])
     proc = evaluate("--path", tmp_path / "missing.pt", "--data", test_sets, "--out", tmp_path / "o")
     assert proc.returncode != 0 and "missing.pt: checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
 

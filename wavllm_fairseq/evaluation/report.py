@@ -40,6 +40,22 @@ def _cell(summary: Dict) -> str:
     return "-" if summary is None else f"{summary['score']:.1f}"
 
 
+def headline(summary: Dict) -> str:
+    """A set's score in one line, with what qualifies it (raw WER, BLEU signature, answer shares, parts)."""
+    extra = []
+    if summary["metric"] == "wer":
+        extra.append(f"raw WER {summary['wer_raw']:.1f}")
+    if summary["metric"] == "bleu":
+        extra.append(f"sacreBLEU {summary['signature']}")
+    if summary["metric"] == "accuracy":
+        extra.append(f"no valid label {summary['no_label_percent']:.1f}%, "
+                     f"two or more labels {summary['ambiguous_percent']:.1f}%")
+    if summary["metric"] == "instruction_following":
+        extra += [f"{p} followed {v:.1f}%" for p, v in summary["parts_followed_percent"].items()]
+        extra += [f"{m.replace('_', ' ')} {v:.1f}" for m, v in summary["subtasks"].items()]
+    return f"{METRIC_NAMES[summary['metric']]} {summary['score']:.1f} ({'; '.join(extra)})"
+
+
 def results_markdown(checkpoints: Dict[str, Dict]) -> str:
     """One table of every set per checkpoint beside the paper's figure, each set followed by its
     scores under reworded instructions where decoded, then per-set details.
@@ -75,18 +91,8 @@ def results_markdown(checkpoints: Dict[str, Dict]) -> str:
                          f"{METRIC_NAMES[first['metric']]} | " + " | ".join(cells) + " | - |")
     lines += ["", "## Details", ""]
     for label, result in checkpoints.items():
-        for name, s in result["sets"].items():
-            extra = []
-            if s["metric"] == "wer":
-                extra.append(f"raw WER {s['wer_raw']:.1f}")
-            if s["metric"] == "bleu":
-                extra.append(f"sacreBLEU {s['signature']}")
-            if s["metric"] == "accuracy":
-                extra.append(f"no valid label {s['no_label_percent']:.1f}%, two or more labels {s['ambiguous_percent']:.1f}%")
-            if s["metric"] == "instruction_following":
-                extra += [f"{p} followed {v:.1f}%" for p, v in s["parts_followed_percent"].items()]
-                extra += [f"{m.replace('_', ' ')} {v:.1f}" for m, v in s["subtasks"].items()]
-            lines.append(f"- `{label}` {name} ({s['n']} rows): " + "; ".join(extra))
+        for name, summary in result["sets"].items():
+            lines.append(f"- `{label}` {name} ({summary['n']} rows): {headline(summary)}")
     if sources:
         lines += ["", "Paper figures:"] + [f"[{i}] {s}" for i, s in enumerate(sources, 1)]
     lines += [""] + [f"Note: {n}" for n in PAPER_NOTES if any(
