@@ -117,6 +117,8 @@ class Evaluation:
         self.prompt_pool = prompt_pool
         self.decoded: List[str] = []
         """``name/set`` of every set decoded (not read from the cache) in this run."""
+        self._loaded: Dict[str, LoadedCheckpoint] = {}
+        """The checkpoint in memory, by path: loaded only when a set needs decoding."""
 
     def _variants(self, name: str, test_set: TestSet, cache: str) -> List[tuple]:
         if not self.prompt_variants or METRICS[test_set.task] not in REWORDABLE_METRICS or \
@@ -136,30 +138,33 @@ class Evaluation:
             jobs.append((f"{test_set.name}.prompt{k}", path, k, wording))
         return jobs
 
+    def _replies(self, name: str, path: str, set_name: str, manifest: str, task: str, cache: str) -> tuple:
+        """(row id -> reply, how they were obtained): from the cache when its key matches, else decoded."""
+        key = cache_key(path, self.options, manifest)
+        cache_file = os.path.join(cache, f"{set_name}.json")
+        replies = _read_cache(cache_file, key)
+        if replies is not None:
+            return replies, "replies from the cache"
+        started = time.time()
+        if path not in self._loaded:
+            logger.info("[%s] loading %s", name, path)
+            self._loaded = {path: LoadedCheckpoint(path, self.options)}  # one model in memory at a time
+        replies = decode_manifest(self._loaded[path], manifest, task)
+        with open(cache_file, "w", encoding="utf-8") as f:
+            json.dump({"key": key, "replies": replies}, f, ensure_ascii=False)
+        self.decoded.append(f"{name}/{set_name}")
+        return replies, f"decoded in {time.time() - started:.1f} s"
+
     def checkpoint(self, name: str, path: str, sets: List[TestSet]) -> Dict:
+        """Every set (and its rewordings) with one checkpoint; writes OUT/name/ and returns its results."""
         folder = os.path.join(self.out, name)
         cache = os.path.join(folder, "cache")
         os.makedirs(cache, exist_ok=True)
-        loaded = None
         results: Dict[str, Dict] = {}
         for test_set in sets:
-            for set_name, manifest, variant, wording in [(test_set.name, test_set.path, None, None)] + \
-                    self._variants(name, test_set, cache):
-                key = cache_key(path, self.options, manifest)
-                cache_file = os.path.join(cache, f"{set_name}.json")
-                replies = _read_cache(cache_file, key)
-                started = time.time()
-                if replies is None:
-                    if loaded is None:
-                        logger.info("[%s] loading %s", name, path)
-                        loaded = LoadedCheckpoint(path, self.options)
-                    replies = decode_manifest(loaded, manifest, test_set.task)
-                    with open(cache_file, "w", encoding="utf-8") as f:
-                        json.dump({"key": key, "replies": replies}, f, ensure_ascii=False)
-                    self.decoded.append(f"{name}/{set_name}")
-                    how = f"decoded in {time.time() - started:.1f} s"
-                else:
-                    how = "replies from the cache"
+            jobs = [(test_set.name, test_set.path, None, None)] + self._variants(name, test_set, cache)
+            for set_name, manifest, variant, wording in jobs:
+                replies, how = self._replies(name, path, set_name, manifest, test_set.task, cache)
                 rows = [DecodedRow(r.id, r.prompt, r.tgt_text, replies[r.id]) for r in read_manifest(manifest)]
                 summary, records = score_set(set_name, test_set.task, rows)
                 summary.update(manifest=os.path.abspath(test_set.path), prompt_variant=variant, wording=wording)
