@@ -171,3 +171,15 @@ def test_held_out_wordings_are_unseen_in_training_pools():
         seen = set(training.get(task, [])) | set(demo_corpus.PROMPTS.get(task, []))
         assert not seen & set(wordings), task
         assert len(wordings) == len(set(wordings)) >= 3
+
+
+def test_batch_size_does_not_change_replies(checkpoints, test_sets):
+    """Why the cache key leaves the batch size out: padding is masked, so a batch decodes as its rows one by one."""
+    from wavllm_fairseq.evaluation.decode import LoadedCheckpoint, decode_manifest
+
+    manifest = str(test_sets / "test_ii.tsv")
+    one = decode_manifest(LoadedCheckpoint(str(checkpoints[1]), DecodingOptions(max_len_b=6, batch_size=1, cpu=True)),
+                          manifest, "ii")
+    three = decode_manifest(LoadedCheckpoint(str(checkpoints[1]), DecodingOptions(max_len_b=6, batch_size=3, cpu=True)),
+                            manifest, "ii")
+    assert one == three and len(one) == 3
