@@ -80,3 +80,10 @@ def test_set_task_from_column_or_file_name():
         set_task("data/test.tsv", ["asr", "st"])
     with pytest.raises(ValueError, match="data/test_text.tsv: task 'text' \\(from the file name\\) has no metric"):
         set_task("data/test_text.tsv", [None])
+
+
+def test_the_released_wavllm_test_manifests_go_by_their_names():
+    assert [set_task(f"test_data/{name}.tsv", [None]) for name in ("asr", "en2de", "sv", "emo", "SQA", "gaokao")] == [
+        "asr", "st", "sv", "er", "sqa", "sqa"]
+    with pytest.raises(ValueError, match="task 'SQQA' \\(from the file name\\) has no metric"):
+        set_task("test_data/SQQA.tsv", [None])
