@@ -26,6 +26,11 @@ setup(
         "editdistance",
         "sacrebleu",
         "tqdm",
+        # Whisper's English text normaliser for ASR scoring (python -m wavllm_fairseq.evaluate):
+        # a standalone copy of openai-whisper's, without whisper's decoder and its dependencies.
+        "whisper-normalizer",
+        # the evaluation's bar chart of several checkpoints
+        "matplotlib",
     ],
     extras_require={
         # Reference implementations and small real weights for the parity tests. openai-whisper,

@@ -1,8 +1,12 @@
 """WavLLM as a fairseq plugin: ``--user-dir wavllm_fairseq`` registers its task, model,
 criterion and scorer; ``WavLLM.from_checkpoint`` answers questions with a trained model."""
-from .checkpoint_safety import allow_fairseq_checkpoints
-from .errors import install_excepthook
-from .fairseq_checkpoints import install_checkpoint_io
+from .library_noise import silence_library_noise
+
+silence_library_noise()
+
+from .checkpoint_safety import allow_fairseq_checkpoints  # noqa: E402
+from .errors import install_excepthook  # noqa: E402
+from .fairseq_checkpoints import install_checkpoint_io  # noqa: E402
 
 allow_fairseq_checkpoints()
 install_checkpoint_io()

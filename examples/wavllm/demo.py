@@ -11,7 +11,8 @@ Steps (each is skipped when its result exists, so an interrupted demo picks up w
 4. stage 1: ``fairseq-hydra-train`` with ``config/demo_stage1.yaml``: Whisper tiny.en (real
    weights, frozen), a small WavLM (random, trained), adapters, fusion and LoRA on the frozen LM;
 5. stage 2: ``config/demo_stage2.yaml`` from stage 1's weights, adding the prompt-aware adapter;
-6. ``fairseq-generate`` on every test set with both checkpoints, and one table of scores.
+6. ``python -m wavllm_fairseq.evaluate``'s code on every test set with both checkpoints (stage 2
+   also under held-out rewordings of each single task's instruction), and one table of scores.
 
 Usage::
 
@@ -27,7 +28,6 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,27 +37,16 @@ sys.path.insert(0, HERE)
 import demo_corpus  # noqa: E402
 import text_lm  # noqa: E402
 
-
-@dataclass(frozen=True)
-class Evaluation:
-    metric: str
-    """fairseq scorer name (wer, sacrebleu, accuracy) or ``chained`` for II/CoT outputs."""
-    label: str
-    higher_is_better: bool
+from wavllm_fairseq.evaluation.report import results_markdown  # noqa: E402
 
 
-EVALUATIONS: Dict[str, Evaluation] = {
-    "asr": Evaluation("wer", "ASR WER %", False),
-    "st": Evaluation("sacrebleu", "ST BLEU", True),
-    "sv": Evaluation("accuracy", "SV accuracy %", True),
-    "rate": Evaluation("accuracy", "speaking-rate accuracy %", True),
-    "sqa": Evaluation("accuracy", "SQA accuracy %", True),
-    "ii": Evaluation("chained", "II: answer accuracy %", True),
-    "cot": Evaluation("chained", "CoT: translation BLEU", True),
-}
-CHANCE = {"sv": 50.0, "rate": 100 / 3, "sqa": 25.0, "ii": 25.0}
-"""Accuracy of guessing, for the table's last column."""
+PROMPT_VARIANTS = 2
+"""Held-out rewordings of each single task's instruction that stage 2 is also decoded under."""
+STAGES = {"stage1": "demo_stage1", "stage2": "demo_stage2"}
+"""Checkpoint folder (and name in the table) -> hydra config."""
 
+MAX_REPLY_TOKENS = {False: 60, True: 12}
+"""Longest reply decoded, by --quick: a model trained for a few updates rambles to the limit."""
 QUICK_OVERRIDES = ["optimization.max_update=6", "checkpoint.save_interval_updates=3",
                    "dataset.validate_interval_updates=6"]
 """A few updates per stage: for the test suite, which checks the plumbing, not the scores."""
@@ -92,84 +81,63 @@ def train_tokenizer(corpus: str, out: str, vocab_size: int) -> str:
 
 def hydra_train(config: str, overrides: Sequence[str], log_path: str) -> None:
     """Runs one recipe stage through fairseq-hydra-train; its log goes to ``log_path`` and the terminal."""
-    cmd = [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", os.path.join(HERE, "config"),
+    from wavllm_fairseq.library_noise import HYDRA_TRAIN_QUIET
+
+    cmd = [sys.executable, "-c", HYDRA_TRAIN_QUIET, "--config-dir", os.path.join(HERE, "config"),
            "--config-name", config, *overrides]
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        shown = True
         for line in proc.stdout:
             log.write(line)
-            if "| INFO |" not in line or "| train |" in line or "| valid |" in line or "done training" in line:
+            shown = shown_in_terminal(line, shown)
+            if shown:
                 sys.stderr.write(line)
         if proc.wait() != 0:
             raise SystemExit(f"{config} failed (exit {proc.returncode}); see {log_path}")
 
 
-def generate(data: str, subset: str, checkpoint: str, tokenizer: str, audio_root: str, metric: str,
-             results: str, beam: int = 1) -> List[tuple]:
-    """fairseq-generate on one test manifest; returns (id, hypothesis, reference) per row."""
-    scoring = "wer" if metric == "chained" else metric
-    argv = [data, "--user-dir", os.path.join(REPO, "wavllm_fairseq"), "--task", "wavllm",
-            "--tokenizer-path", tokenizer, "--audio-root", audio_root, "--path", checkpoint,
-            "--gen-subset", subset, "--beam", str(beam), "--max-tokens", "4000000", "--max-len-b", "60",
-            "--cpu", "--scoring", scoring, "--results-path", results, "--log-format", "tqdm"]
-    # In this process: the plugin and fairseq are imported once for all test sets. Their INFO
-    # logs (the whole config, once per test set) would bury the scores.
-    import logging
-
-    from fairseq import options
-    from fairseq_cli.generate import main as generate_main
-
-    for name in ("fairseq", "fairseq_cli", "hydra"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    generate_main(options.parse_args_and_arch(options.get_generation_parser(), argv))
-    text = open(os.path.join(results, f"generate-{subset}.txt"), encoding="utf-8").read()
-    hyps = dict(re.findall(r"^D-(\d+)\t[^\t]*\t(.*)$", text, flags=re.M))
-    refs = dict(re.findall(r"^T-(\d+)\t(.*)$", text, flags=re.M))
-    return [(i, hyps.get(i, ""), refs[i]) for i in sorted(refs, key=int)]
+LOG_RECORD_START = re.compile(
+    r"^(\[\d{4}-\d\d-\d\d [\d:,]+\]\[|\d{4}-\d\d-\d\d [\d:,]+ \| |(DEBUG|INFO|WARNING|ERROR|CRITICAL):"
+    r"|Traceback |(<frozen \w+>|\S+):\d+: \w*Warning:)")
+"""The first line of a log record (hydra's, fairseq's and logging's default formats), of a
+traceback or of a warning; other lines continue the record above them."""
+QUIET_RECORD = re.compile(r"^(\[[^]]*\]\[[^]]*\]\[(INFO|DEBUG)\]|\S+ \S+ \| (INFO|DEBUG) \||(INFO|DEBUG):"
+                          r"|(<frozen \w+>|\S+):\d+: \w*Warning:)")
+PROGRESS = ("| train |", "| valid |", "[train]", "[valid]", "done training")
 
 
-def fairseq_score(metric: str, hyps: List[str], refs: List[str]) -> float:
-    """The score fairseq-generate reports with ``--scoring metric``."""
-    from fairseq.scoring.bleu import SacrebleuConfig, SacrebleuScorer
-    from fairseq.scoring.wer import WerScorer, WerScorerConfig
-
-    from wavllm_fairseq.scoring.accuracy import AccuracyScorer, AccuracyScorerConfig
-
-    scorer = {"wer": lambda: WerScorer(WerScorerConfig()), "sacrebleu": lambda: SacrebleuScorer(SacrebleuConfig()),
-              "accuracy": lambda: AccuracyScorer(AccuracyScorerConfig())}[metric]()
-    for h, r in zip(hyps, refs):
-        scorer.add_string(r, h)
-    return float(scorer.score())
+def shown_in_terminal(line: str, previous_shown: bool) -> bool:
+    """Whether a line of a training log also goes to the terminal: progress summaries, errors and
+    tracebacks do; INFO and DEBUG records (config dumps, the model's structure) and library
+    warnings, with all their lines, stay in the stage's train.log only."""
+    if not LOG_RECORD_START.match(line):
+        return previous_shown
+    if any(p in line for p in PROGRESS):
+        return True
+    return not QUIET_RECORD.match(line)
 
 
-def score(task: str, rows: List[tuple]) -> float:
-    """The task's metric over (id, hypothesis, reference) rows."""
-    hyps, refs = [h for _, h, _ in rows], [r for _, _, r in rows]
-    metric = EVALUATIONS[task].metric
-    if metric != "chained":
-        return fairseq_score(metric, hyps, refs)
-    # II is judged on the answer after "Answer:", CoT on the translation after "Translation:";
-    # an output without the marker did not follow the instruction and scores nothing.
-    marker = "Answer:" if task == "ii" else "Translation:"
-    hyps = [h.split(marker, 1)[1].strip() if marker in h else "" for h in hyps]
-    refs = [r.split(marker, 1)[1].strip() for r in refs]
-    return fairseq_score("accuracy" if task == "ii" else "sacrebleu", hyps, refs)
+def evaluate(data: str, audio_root: str, tokenizer: str, stage_dirs: Dict[str, str], out: str,
+             max_len_b: int) -> Dict:
+    """Both stages on every test set through wavllm_fairseq.evaluate; returns its results."""
+    from wavllm_fairseq.evaluate import Evaluation, log_to
+    from wavllm_fairseq.evaluation.decode import DecodingOptions
 
-
-def table(results: Dict[str, Dict[str, float]]) -> str:
-    stages = list(results)
-    lines = ["| task | " + " | ".join(stages) + " | chance |", "|---" * (len(stages) + 2) + "|"]
-    for task, ev in EVALUATIONS.items():
-        cells = [f"{results[s][task]:.1f}" if task in results[s] else "-" for s in stages]
-        chance = f"{CHANCE[task]:.1f}" if task in CHANCE else "-"
-        lines.append(f"| {ev.label} | " + " | ".join(cells) + f" | {chance} |")
-    return "\n".join(lines)
+    log_to(os.path.join(out, "evaluate.log"))
+    options = DecodingOptions(beam=1, max_len_b=max_len_b, tokenizer_path=tokenizer, audio_root=audio_root,
+                              batch_size=16, cpu=True)
+    evaluation = Evaluation(out, options, PROMPT_VARIANTS, variants_for=["stage2"])
+    sets = [os.path.join(data, f"test_{task}.tsv") for task in demo_corpus.STAGE1_TASKS + demo_corpus.STAGE2_TASKS]
+    return evaluation.run([os.path.join(d, "checkpoint_last.pt") for d in stage_dirs.values()], sets,
+                          names=list(stage_dirs))
 
 
 def run(out: str, size: str = "demo", quick: bool = False, workers: int = 2, seed: int = 1,
         text_lm_steps: Optional[int] = None, extra_overrides: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
+    """The demo; returns checkpoint name -> set name -> score."""
     os.makedirs(out, exist_ok=True)
     out = os.path.abspath(out)
     clock = {}
@@ -199,10 +167,10 @@ def run(out: str, size: str = "demo", quick: bool = False, workers: int = 2, see
               f"task.data={data}", f"task.audio_root={audio_root}", f"task.tokenizer_path={tokenizer}",
               f"model.whisper_path={whisper_tiny_en()}", f"model.llm_path={lm}",
               *(QUICK_OVERRIDES if quick else []), *extra_overrides]
-    stage_dirs = {"stage 1": os.path.join(out, "stage1"), "stage 2": os.path.join(out, "stage2")}
+    stage_dirs = {name: os.path.join(out, name) for name in STAGES}
     for stage, config, extra in (
-        ("stage 1", "demo_stage1", []),
-        ("stage 2", "demo_stage2", [f"checkpoint.finetune_from_model={stage_dirs['stage 1']}/checkpoint_last.pt"]),
+        ("stage1", STAGES["stage1"], []),
+        ("stage2", STAGES["stage2"], [f"checkpoint.finetune_from_model={stage_dirs['stage1']}/checkpoint_last.pt"]),
     ):
         step(stage)
         save = stage_dirs[stage]
@@ -213,34 +181,29 @@ def run(out: str, size: str = "demo", quick: bool = False, workers: int = 2, see
             open(os.path.join(save, "done"), "w").close()
 
     step("evaluation")
-    results: Dict[str, Dict[str, float]] = {}
-    for stage, save in stage_dirs.items():
-        results[stage] = {}
-        for task, ev in EVALUATIONS.items():
-            if stage == "stage 1" and task in demo_corpus.STAGE2_TASKS:
-                continue
-            rows = generate(data, f"test_{task}", os.path.join(save, "checkpoint_last.pt"), tokenizer,
-                            audio_root, ev.metric, os.path.join(save, "generate"))
-            results[stage][task] = score(task, rows)
-            print(f"{stage} {task}: {results[stage][task]:.1f}", file=sys.stderr, flush=True)
+    evaluation = evaluate(data, audio_root, tokenizer, stage_dirs, os.path.join(out, "evaluation"),
+                          MAX_REPLY_TOKENS[quick])
     clock["end"] = time.time()
     names = list(clock)
     timing = {a: clock[b] - clock[a] for a, b in zip(names, names[1:])}
-    report = table(results)
+    report = results_markdown(evaluation)
+    table = report.split("\n## Details")[0].strip()
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
-        f.write(report + "\n\nseconds per step: " + json.dumps({k: round(v) for k, v in timing.items()}) + "\n")
+        f.write(table + "\n\nseconds per step: " + json.dumps({k: round(v) for k, v in timing.items()}) + "\n")
+    scores = {stage: {name: s["score"] for name, s in result["sets"].items()} for stage, result in evaluation.items()}
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"scores": results, "seconds": timing}, f, indent=1)
-    print("\n" + report, flush=True)
-    print(f"\ntotal {sum(timing.values()) / 60:.1f} min; table written to {out}/results.md", flush=True)
-    return results
+        json.dump({"scores": scores, "seconds": timing}, f, indent=1)
+    print("\n" + table, flush=True)
+    print(f"\ntotal {sum(timing.values()) / 60:.1f} min; table in {out}/results.md, every reply and score "
+          f"in {out}/evaluation/", flush=True)
+    return scores
 
 
 def main(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_run", help="working folder (re-running resumes in it)")
     parser.add_argument("--size", choices=sorted(demo_corpus.SIZES_BY_NAME), default="demo")
-    parser.add_argument("--quick", action="store_true", help="a few updates per stage (checks the plumbing)")
+    parser.add_argument("--quick", action="store_true", help="a few updates per stage and short replies (checks the plumbing)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for both stages, e.g. optimization.lr=[1e-3]")

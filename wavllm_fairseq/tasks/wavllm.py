@@ -3,11 +3,13 @@
 import logging
 import os
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import List, Optional
 
 import numpy as np
 from fairseq.data import ConcatDataset, ResamplingDataset
 from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.configs import GenerationConfig
 from fairseq.search import DiverseBeamSearch
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
@@ -90,8 +92,14 @@ def check_max_tokens(dataset, max_tokens: int) -> None:
             )
 
 
-def check_generation_options(gen) -> None:
-    """Decoding options fairseq would silently cut short or fail on deep inside its generator."""
+GENERATION_DEFAULTS = GenerationConfig()
+
+
+def check_generation_options(options) -> None:
+    """Decoding options fairseq would silently cut short or fail on deep inside its generator.
+    Options left out take fairseq's defaults, as its ``build_generator`` does."""
+    gen = SimpleNamespace(**{name: getattr(options, name, getattr(GENERATION_DEFAULTS, name))
+                             for name in ("nbest", "beam", "diverse_beam_groups", "max_len_a", "max_len_b")})
     if gen.nbest > gen.beam:
         raise OptionError(f"--nbest {gen.nbest} asks for more hypotheses than --beam {gen.beam} keeps; "
                           f"set --beam to at least {gen.nbest}")
