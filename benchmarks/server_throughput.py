@@ -146,6 +146,7 @@ def main() -> None:
         results = {}
         for name, max_batch in (("batched", args.batch_size), ("unbatched", 1)):
             with RunningServer(model, max_batch, args.batch_wait_ms, args.max_tokens) as server:
+                through_server(server.port, bodies[:2], 1)  # warm-up: the first requests start threads and pools
                 results[name] = through_server(server.port, bodies, clients)
         b, u = results["batched"], results["unbatched"]
         print(f"| {clients} | {b['req_per_s']:.2f} | {b['median_s']:.3f} | {b['p95_s']:.3f} | {u['req_per_s']:.2f} | "
