@@ -247,6 +247,19 @@ def test_generation_merges_lora_when_its_scale_is_fixed_and_decodes_the_same(tas
         assert abs(float(x[0]["score"]) - float(y[0]["score"])) < 1e-4
 
 
+def test_generation_with_bf16_decodes_in_bfloat16(task):
+    """fairseq-generate --bf16 leaves the model in float32 (it casts only for --fp16)."""
+    model = build(task, prompt_adapter=True)
+    cfg = generation_cfg(1)
+    cfg.common = {"bf16": True}
+    model.prepare_for_inference_(cfg)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    gen = SequenceGenerator([model], task.target_dictionary, beam_size=1, max_len_b=4)
+    with torch.no_grad():
+        hypos = gen.generate([model], batch(task, mixed(task)))
+    assert all(len(h[0]["tokens"]) > 0 for h in hypos)
+
+
 def test_checkpoint_leaves_out_the_frozen_pretrained_llm_and_reloads_from_its_path(task, tmp_path):
     from wavllm_fairseq.models.llama.checkpoint import save_llama_meta
 

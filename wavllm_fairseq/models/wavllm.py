@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from fairseq.dataclass import FairseqDataclass
+from omegaconf import OmegaConf
 from fairseq.models import (
     FairseqEncoder,
     FairseqEncoderDecoderModel,
@@ -454,10 +455,14 @@ class WavLLMModel(FairseqEncoderDecoderModel):
 
     def prepare_for_inference_(self, cfg):
         """fairseq-generate calls this once per model. Without the prompt adapter LoRA has one fixed
-        scale, so it is folded into the base weights: decoding then costs what the plain LLM costs."""
+        scale, so it is folded into the base weights: decoding then costs what the plain LLM costs.
+        fairseq-generate casts a model to float16 for ``--fp16`` but leaves it in float32 for
+        ``--bf16``: the cast is done here."""
         super().prepare_for_inference_(cfg)
         if self.encoder.prompt_adapter is None and self.decoder.llm.lora_layers():
             self.decoder.llm.merge_lora()
+        if OmegaConf.select(cfg, "common.bf16", default=False):
+            self.bfloat16()
 
     def _is_external(self, key: str, trainable: set) -> bool:
         return key not in trainable and (
