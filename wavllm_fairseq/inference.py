@@ -21,7 +21,7 @@ import soundfile
 import torch
 
 from .data.audio import SAMPLE_RATE, AudioError, load_audio, mono_16k
-from .data.dataset import SAMPLES_PER_LLM_POSITION
+from .data.dataset import SAMPLES_PER_LLM_POSITION, prompt_input
 from .models.checkpoint_errors import CheckpointError
 from .models.llama.templates import EncodedPrompt, Turn
 
@@ -79,6 +79,14 @@ class Query:
     """The bare instruction, for the prompt-aware LoRA weight adapter."""
     wave: Optional[torch.Tensor]
     """16 kHz mono float32 samples, or None without speech."""
+
+    @property
+    def prefix(self) -> List[int]:
+        return self.prompt.prefix
+
+    @property
+    def suffix(self) -> List[int]:
+        return self.prompt.suffix
 
     @property
     def speech_positions(self) -> int:
@@ -245,30 +253,9 @@ class WavLLM:
         return Answer(self.text(tokens), tokens, finished, float(hypo["score"]))
 
     def _batch(self, queries: Sequence[Query]) -> Dict:
-        """The ``wavllm`` task's collated batch for these queries (no target)."""
-        pad = self.dictionary.pad()
-
-        def padded(seqs: List[List[int]]) -> torch.Tensor:
-            out = torch.full((len(seqs), max(1, max(len(s) for s in seqs))), pad, dtype=torch.long)
-            for i, s in enumerate(seqs):
-                out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            return out
-
-        lengths = [0 if q.wave is None else q.wave.numel() for q in queries]
-        waves = torch.zeros(len(queries), max(1, max(lengths)))
-        for i, q in enumerate(queries):
-            if q.wave is not None:
-                waves[i, : lengths[i]] = q.wave
-        net_input = {
-            "src_tokens": padded([q.instruction for q in queries]),
-            "src_lengths": torch.tensor([len(q.instruction) for q in queries]),
-            "prefix_tokens": padded([q.prompt.prefix for q in queries]),
-            "prefix_lengths": torch.tensor([len(q.prompt.prefix) for q in queries]),
-            "suffix_tokens": padded([q.prompt.suffix for q in queries]),
-            "suffix_lengths": torch.tensor([len(q.prompt.suffix) for q in queries]),
-            "waves": waves.to(self.dtype),
-            "wave_lengths": torch.tensor(lengths),
-        }
+        """The ``wavllm`` task's batch for these queries (no target)."""
+        net_input = prompt_input(queries, [q.wave for q in queries], self.dictionary.pad())
+        net_input["waves"] = net_input["waves"].to(self.dtype)
         net_input = {k: v.to(self.device) for k, v in net_input.items()}
         return {"id": torch.arange(len(queries)), "nsentences": len(queries), "net_input": net_input,
                 "target": None, "ntokens": 0}

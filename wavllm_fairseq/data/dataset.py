@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,6 +60,35 @@ def _header_frames(paths: List[str]) -> Tuple[int, Optional[str]]:
         return sum(audio_info_frames(p) for p in paths), None
     except AudioError as e:
         return 0, str(e)
+
+
+def padded(seqs: List[List[int]], pad_id: int) -> torch.Tensor:
+    """Token id lists as one right-padded B x T tensor (T at least 1)."""
+    out = torch.full((len(seqs), max(1, max(len(s) for s in seqs))), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def prompt_input(prompts: Sequence, waves: Sequence[Optional[torch.Tensor]], pad_id: int) -> Dict[str, torch.Tensor]:
+    """The model's inputs for a batch of prompts (anything with ``instruction``, ``prefix`` and
+    ``suffix`` token lists) and their 16 kHz waves (None without speech): the ``net_input`` of the
+    task's batches, which the inference API builds the same way."""
+    lengths = [0 if w is None else w.numel() for w in waves]
+    wave_batch = torch.zeros(len(waves), max(1, max(lengths)))
+    for i, w in enumerate(waves):
+        if w is not None:
+            wave_batch[i, : lengths[i]] = w
+    return {
+        "src_tokens": padded([p.instruction for p in prompts], pad_id),
+        "src_lengths": torch.tensor([len(p.instruction) for p in prompts]),
+        "prefix_tokens": padded([p.prefix for p in prompts], pad_id),
+        "prefix_lengths": torch.tensor([len(p.prefix) for p in prompts]),
+        "suffix_tokens": padded([p.suffix for p in prompts], pad_id),
+        "suffix_lengths": torch.tensor([len(p.suffix) for p in prompts]),
+        "waves": wave_batch,
+        "wave_lengths": torch.tensor(lengths),
+    }
 
 
 class WavLLMDataset(FairseqDataset):
@@ -165,12 +194,6 @@ class WavLLMDataset(FairseqDataset):
         order = np.random.permutation(len(self))
         return order[np.argsort(self._sizes[order], kind="mergesort")]
 
-    def _pad(self, seqs: List[List[int]]) -> torch.Tensor:
-        out = torch.full((len(seqs), max(1, max(len(s) for s in seqs))), self.pad_id, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        return out
-
     def collater(self, samples: List[Dict]) -> Dict:
         errors = [s["error"] for s in samples if "error" in s]
         if errors and not self.skip_bad_rows:
@@ -182,23 +205,9 @@ class WavLLMDataset(FairseqDataset):
         if not samples:
             return {}
         examples = [s["example"] for s in samples]
-        lengths = [0 if s["wave"] is None else s["wave"].numel() for s in samples]
-        waves = torch.zeros(len(samples), max(1, max(lengths)))
-        for i, s in enumerate(samples):
-            if s["wave"] is not None:
-                waves[i, : lengths[i]] = s["wave"]
-        net_input = {
-            "src_tokens": self._pad([e.instruction for e in examples]),
-            "src_lengths": torch.tensor([len(e.instruction) for e in examples]),
-            "prefix_tokens": self._pad([e.prefix for e in examples]),
-            "prefix_lengths": torch.tensor([len(e.prefix) for e in examples]),
-            "suffix_tokens": self._pad([e.suffix for e in examples]),
-            "suffix_lengths": torch.tensor([len(e.suffix) for e in examples]),
-            "waves": waves,
-            "wave_lengths": torch.tensor(lengths),
-            # Identity of each row's audio files, keying the model's cache of frozen-encoder output.
-            "audio_keys": [audio_identity(e.audio_paths) if e.audio_paths else "" for e in examples],
-        }
+        net_input = prompt_input(examples, [s["wave"] for s in samples], self.pad_id)
+        # Identity of each row's audio files, keying the model's cache of frozen-encoder output.
+        net_input["audio_keys"] = [audio_identity(e.audio_paths) if e.audio_paths else "" for e in examples]
         batch = {
             "id": torch.tensor([s["id"] for s in samples]),
             "nsentences": len(samples),
@@ -208,7 +217,7 @@ class WavLLMDataset(FairseqDataset):
             "ntokens": 0,
         }
         if all(e.target is not None for e in examples):
-            target = self._pad([e.target for e in examples])
+            target = padded([e.target for e in examples], self.pad_id)
             eos = torch.tensor([e.target[-1] for e in examples])[:, None]
             # fairseq convention: the decoder input is the target shifted right behind one
             # placeholder (the end-of-turn id); the model replaces it by the prompt.
