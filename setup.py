@@ -48,6 +48,7 @@ setup(
             "fastapi",
             "uvicorn",
             "openai",
+            "httpx",  # raw HTTP in the server's tests (recent openai clients depend on httpx2 instead)
             "selenium",
         ],
         "demo": ["espeakng-loader"],
