@@ -127,8 +127,9 @@ ARCHITECTURE_FIELDS = (
 """The options that shape the network and its computation; ``base_checkpoint`` takes them from there."""
 
 
-def read_fairseq_checkpoint(path: str) -> dict:
-    """A fairseq checkpoint's contents, its tensors mapped from the file rather than read whole."""
+def map_checkpoint_file(path: str) -> dict:
+    """A checkpoint file's contents for --base-checkpoint and --init-from, its tensors memory-mapped
+    (read on demand) rather than read whole; only a 'model' entry is required."""
     state = load_torch_file(path, mmap=True)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(path, "not a fairseq checkpoint (no 'model' entry)")
@@ -414,7 +415,7 @@ class WavLLMModel(FairseqEncoderDecoderModel):
     def build_model(cls, cfg: WavLLMConfig, task):
         base = None
         if cfg.base_checkpoint:
-            base = read_fairseq_checkpoint(cfg.base_checkpoint)
+            base = map_checkpoint_file(cfg.base_checkpoint)
             for name, value in base_architecture(cfg.base_checkpoint, base).items():
                 setattr(cfg, name, value)
         lora = LoraConfig(
@@ -428,7 +429,7 @@ class WavLLMModel(FairseqEncoderDecoderModel):
         if base is not None:
             model.load_weights(cfg.base_checkpoint, base["model"])
         if cfg.init_from:
-            model.load_weights(cfg.init_from, read_fairseq_checkpoint(cfg.init_from)["model"])
+            model.load_weights(cfg.init_from, map_checkpoint_file(cfg.init_from)["model"])
         model.encoder.speech_path_in_every_batch = shard_llm_blocks(llm.layers)
         return model
 
