@@ -171,10 +171,13 @@ class WavLLM:
 
     @classmethod
     def from_checkpoint(cls, path: str, tokenizer: Optional[str] = None, device: Union[str, torch.device, None] = None,
-                        dtype: Union[str, torch.dtype] = torch.float32, batch_size: int = 16) -> "WavLLM":
+                        dtype: Union[str, torch.dtype] = torch.float32, batch_size: int = 16,
+                        overrides: Optional[Dict] = None) -> "WavLLM":
         """Loads a checkpoint of ours as ``fairseq-generate --path`` does. ``tokenizer``: the
         tokenizer file, by default the one recorded in the checkpoint (``--tokenizer-path``);
-        ``device``: ``cuda`` when available unless given; ``dtype``: float32 or bfloat16."""
+        ``device``: ``cuda`` when available unless given; ``dtype``: float32 or bfloat16;
+        ``overrides``: config values replacing the checkpoint's (``--model-overrides``), e.g. moved
+        weights ``{"whisper_path": ...}``."""
         from fairseq import checkpoint_utils
         from fairseq.dataclass.configs import FairseqConfig
         from omegaconf import OmegaConf
@@ -185,7 +188,7 @@ class WavLLM:
         if not isinstance(dtype, torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        overrides = {"tokenizer_path": tokenizer} if tokenizer else {}
+        overrides = {**(overrides or {}), **({"tokenizer_path": tokenizer} if tokenizer else {})}
         models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
         model = models[0]
         model.to(device=device, dtype=dtype)

@@ -39,30 +39,23 @@ class DecodingOptions:
 
 
 class LoadedCheckpoint:
-    """A checkpoint's models, task and generator, loaded once for all the sets it decodes."""
+    """A checkpoint's model, task and generator, loaded once (by the inference API's loader) for all
+    the sets it decodes."""
 
     def __init__(self, path: str, options: DecodingOptions):
-        import torch
-        from fairseq import checkpoint_utils
         from fairseq.dataclass.configs import GenerationConfig
         from omegaconf import OmegaConf
 
-        import wavllm_fairseq  # noqa: F401  (registers the task and model; allows safe loading)
+        from ..inference import WavLLM
 
         overrides = json.loads(options.model_overrides)
         if not isinstance(overrides, dict):
             raise ValueError(f"--model-overrides must be a JSON object, got {options.model_overrides!r}")
-        if options.tokenizer_path:
-            overrides["tokenizer_path"] = options.tokenizer_path
-        self.models, _, self.task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
-        self.use_cuda = torch.cuda.is_available() and not options.cpu
+        loaded = WavLLM.from_checkpoint(path, tokenizer=options.tokenizer_path, overrides=overrides,
+                                        device="cpu" if options.cpu else None)
+        self.models, self.task, self.device = [loaded.model], loaded.task, loaded.device
         generation = OmegaConf.structured(GenerationConfig(
             beam=options.beam, max_len_a=options.max_len_a, max_len_b=options.max_len_b, lenpen=options.lenpen))
-        for model in self.models:
-            model.eval()
-            if self.use_cuda:
-                model.cuda()
-            model.prepare_for_inference_(OmegaConf.create({"generation": generation}))
         self.generator = self.task.build_generator(self.models, generation)
         self.options = options
 
@@ -85,7 +78,7 @@ def decode_manifest(loaded: LoadedCheckpoint, manifest_path: str, name: str) -> 
     replies: Dict[str, str] = {}
     with torch.no_grad():
         for sample in batches:
-            if loaded.use_cuda:
+            if loaded.device.type == "cuda":
                 sample = utils.move_to_cuda(sample)
             hypos = task.inference_step(loaded.generator, loaded.models, sample)
             for i, index in enumerate(sample["id"].tolist()):
