@@ -35,7 +35,7 @@ def _run_fairseq(tool: str, args, cwd, check=True):
 def speech_corpus(tmp_path_factory):
     """ASR manifests of espeak-ng speech (train/valid/test) plus text-only rows, and a SentencePiece model."""
     sentencepiece = pytest.importorskip("sentencepiece")
-    espeak = pytest.importorskip("wavllm_fairseq.data.espeak")
+    espeak = pytest.importorskip("espeak")
     from wavllm_fairseq.data.manifest import ManifestRow, write_manifest
 
     root = tmp_path_factory.mktemp("corpus")

@@ -93,7 +93,7 @@ def test_every_unusable_checkpoint_at_path_names_the_file_and_the_problem(tiny, 
     import wavllm_fairseq  # noqa: F401  (installs the loading path)
     from fairseq import checkpoint_utils
 
-    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+    from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 
     monkeypatch.setenv(*next(iter(UNSAFE_LOAD.items())))
     path, fragment = damaged_checkpoints(tiny[1], tmp_path)[kind]
@@ -169,7 +169,7 @@ def test_a_clip_with_nan_samples_read_by_a_dataloader_worker_is_one_line_naming_
 
 def test_a_damaged_checkpoint_last_is_passed_over_for_the_newest_intact_checkpoint_by_name(tiny, tmp_path, caplog):
     from wavllm_fairseq.fairseq_checkpoints import intact_resume_file
-    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+    from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 
     data = tiny[1].read_bytes()
     last = tmp_path / "checkpoint_last.pt"

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .models.checkpoint_errors import CheckpointError
-from .models.checkpoint_files import load_torch_file
+from .models.common.checkpoint_errors import CheckpointError
+from .models.common.checkpoint_files import load_torch_file
 
 
 def shard_paths(checkpoint: str) -> List[str]:

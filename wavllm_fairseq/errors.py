@@ -29,6 +29,6 @@ def install_excepthook() -> None:
 
 
 def _checkpoint_errors() -> tuple:
-    from .models.checkpoint_errors import CheckpointError
+    from .models.common.checkpoint_errors import CheckpointError
 
     return (CheckpointError,)

@@ -30,8 +30,8 @@ from fairseq.trainer import Trainer
 from omegaconf import OmegaConf
 
 from .errors import USER_ERRORS
-from .models.checkpoint_errors import CheckpointError
-from .models.checkpoint_files import load_torch_file
+from .models.common.checkpoint_errors import CheckpointError
+from .models.common.checkpoint_files import load_torch_file
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 
 ``final.pt`` (about 7.5 B parameters: Whisper large-v2's encoder, WavLM Base, LLaMA-2-7B-chat with
 LoRA and the prompt-aware adapter) is memory-mapped, not read whole, and its pickle runs no code
-(see :func:`wavllm_fairseq.models.release.read_release_weights`). The output holds every weight
+(see :func:`wavllm_fairseq.models.wavllm.release.read_release_weights`). The output holds every weight
 and its architecture, so ``fairseq-generate --path``, ``--finetune-from-model``, ``--init-from``
 and ``--base-checkpoint`` read it as they read any checkpoint of ours. ``--dtype bf16`` halves its
 size; the model computes in whatever dtype it is run with.
@@ -18,8 +18,8 @@ from typing import Dict
 import torch
 from omegaconf import OmegaConf
 
-from .models.checkpoint_errors import CheckpointError
-from .models.release import read_release_weights, release_architecture, release_name, to_our_weights, wavlm_config
+from .models.common.checkpoint_errors import CheckpointError
+from .models.wavllm.release import read_release_weights, release_architecture, release_name, to_our_weights, wavlm_config
 from .models.wavllm import WavLLMConfig, WavLLMModel
 from .tasks.wavllm import WavLLMTask, WavLLMTaskConfig
 

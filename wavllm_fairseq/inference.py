@@ -22,8 +22,8 @@ import torch
 
 from .data.audio import SAMPLE_RATE, AudioError, load_audio, mono_16k
 from .data.dataset import SAMPLES_PER_LLM_POSITION, prompt_input
-from .models.checkpoint_errors import CheckpointError
-from .models.llama.templates import EncodedPrompt, Turn
+from .models.common.checkpoint_errors import CheckpointError
+from .text.templates import EncodedPrompt, Turn
 
 Audio = Union[None, str, os.PathLike, np.ndarray, Tuple[np.ndarray, int]]
 """A clip: a file path, a waveform at 16 kHz (1-D, or frames x channels), a ``(waveform,

@@ -63,7 +63,7 @@ def whisper_tiny_en() -> str:
 def train_tokenizer(corpus: str, out: str, vocab_size: int) -> str:
     import sentencepiece
 
-    from wavllm_fairseq.models.llama.templates import SYSTEM
+    from wavllm_fairseq.text.templates import SYSTEM
 
     text = os.path.join(corpus, "text_corpus.txt")
     extra = os.path.join(out, "template_text.txt")

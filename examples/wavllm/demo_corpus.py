@@ -342,7 +342,7 @@ def _worker_init() -> None:
 def _render(job: Tuple[str, List[Utterance]]) -> int:
     """Synthesises one example's utterances into ``path`` (pauses between them); returns its samples."""
     global _synthesizer
-    from wavllm_fairseq.data.espeak import EspeakSynthesizer
+    from espeak import EspeakSynthesizer
 
     if _synthesizer is None:
         _synthesizer = EspeakSynthesizer()

@@ -35,7 +35,7 @@ import espeakng_loader
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, resample
+from wavllm_fairseq.data.audio import SAMPLE_RATE, resample
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1

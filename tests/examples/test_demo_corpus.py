@@ -7,7 +7,7 @@ import sys
 import pytest
 import soundfile
 
-pytest.importorskip("wavllm_fairseq.data.espeak")
+pytest.importorskip("espeak")
 from wavllm_fairseq.data.manifest import read_manifest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-espeak = pytest.importorskip("wavllm_fairseq.data.espeak")
+espeak = pytest.importorskip("espeak")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("wavllm_fairseq.data.espeak")
+pytest.importorskip("espeak")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "examples", "wavllm"))
@@ -14,8 +14,8 @@ import demo  # noqa: E402
 import demo_corpus  # noqa: E402
 import text_lm  # noqa: E402
 
-from wavllm_fairseq.models.llama.templates import get_template  # noqa: E402
-from wavllm_fairseq.models.llama.tokenizer import load_tokenizer  # noqa: E402
+from wavllm_fairseq.text.templates import get_template  # noqa: E402
+from wavllm_fairseq.text.tokenizer import load_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ def test_unusable_audio_is_named(tiny_model, tmp_path):
 
 def test_a_missing_checkpoint_is_named(tmp_path):
     from wavllm_fairseq import WavLLM
-    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+    from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"nothing\.pt: checkpoint not found"):
         WavLLM.from_checkpoint(str(tmp_path / "nothing.pt"))

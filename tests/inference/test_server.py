@@ -16,7 +16,7 @@ from conftest import MAX_NEW_TOKENS, free_port  # noqa: E402
 
 from wavllm_fairseq.data.manifest import read_manifest  # noqa: E402
 from wavllm_fairseq.inference import Decoding  # noqa: E402
-from wavllm_fairseq.models.llama.templates import Turn  # noqa: E402
+from wavllm_fairseq.text.templates import Turn  # noqa: E402
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")

@@ -26,7 +26,7 @@ transformers = pytest.importorskip("transformers")
 
 from wavllm_fairseq.data.manifest import read_manifest  # noqa: E402
 from wavllm_fairseq.import_release import import_release  # noqa: E402
-from wavllm_fairseq.models.checkpoint_errors import CheckpointError  # noqa: E402
+from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError  # noqa: E402
 
 SYSTEM = ("As a helpful language and speech assistant, you are able to understand the speech content provided by "
           "the user, and assist the user with a variety of tasks using natural language.")
@@ -270,7 +270,7 @@ def our_speech(model, wave):
     """Our encoder's per-stream features and fused frames for one clip."""
     enc = model.encoder
     waves, lengths = torch.from_numpy(wave)[None], torch.tensor([len(wave)])
-    from wavllm_fairseq.models.wavllm import whisper_windows
+    from wavllm_fairseq.models.wavllm.model import whisper_windows
 
     with torch.no_grad():
         semantic, semantic_lengths = enc.encode_whisper(waves, lengths, None)

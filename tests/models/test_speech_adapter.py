@@ -1,6 +1,6 @@
 import torch
 
-from wavllm_fairseq.models.speech_adapter import (
+from wavllm_fairseq.models.wavllm.speech_adapter import (
     AdapterWidths, BottleneckAdapter, Conv1dSubsampler, LayerWeightedSum, SpeechFusion, subsampled_lengths,
 )
 

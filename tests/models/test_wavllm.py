@@ -131,7 +131,7 @@ def test_beam_search_in_a_batch_equals_items_alone(task):
 
 
 def test_prompt_rows_are_their_segments_one_after_the_other_left_padded():
-    from wavllm_fairseq.models.wavllm import left_padded_concatenation
+    from wavllm_fairseq.models.wavllm.model import left_padded_concatenation
 
     torch.manual_seed(0)
     lengths = [torch.tensor([2, 0, 3]), torch.tensor([4, 0, 1]), torch.tensor([1, 2, 0])]
@@ -186,7 +186,7 @@ def test_stage_two_starts_from_a_stage_one_state(task):
 
 
 def test_init_from_starts_the_model_from_a_checkpoint_file(task, tmp_path):
-    from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+    from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 
     stage1 = build(task)
     with torch.no_grad():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
-from ..models.encoder_cache import audio_identity
+from ..models.wavllm.encoder_cache import audio_identity
 from .audio import AudioError, audio_info_frames, load_audio
 from .manifest import ManifestError, ManifestRow, read_manifest, resolve_audio_path
 

@@ -14,7 +14,7 @@ import torch
 
 from ..data.audio import SAMPLE_RATE, AudioError
 from ..inference import Answer, Decoding, Query, WavLLM, waveform_from_bytes
-from ..models.llama.templates import Turn
+from ..text.templates import Turn
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg")
 """``input_audio.format`` values accepted: containers libsndfile decodes."""

@@ -17,8 +17,8 @@ from omegaconf import II, MISSING
 from ..data.dataset import SAMPLES_PER_LLM_POSITION, WavLLMDataset, raise_load_error
 from ..data.dictionary import TokenizerDictionary
 from ..errors import OptionError
-from ..models.llama.templates import get_template
-from ..models.llama.tokenizer import load_tokenizer
+from ..text.templates import get_template
+from ..text.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

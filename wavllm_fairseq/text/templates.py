@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from ..checkpoint_errors import CheckpointError
+from ..models.common.checkpoint_errors import CheckpointError
 from .tokenizer import Tokenizer
 
 SYSTEM = (

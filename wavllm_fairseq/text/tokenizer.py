@@ -18,7 +18,7 @@ import struct
 from abc import ABC, abstractmethod
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..checkpoint_errors import CheckpointError
+from ..models.common.checkpoint_errors import CheckpointError
 
 
 class Tokenizer(ABC):

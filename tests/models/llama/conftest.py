@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from wavllm_fairseq.models.llama.templates import SYSTEM
+from wavllm_fairseq.text.templates import SYSTEM
 
 TRAINING_TEXT = [
     "[INST]<<SYS>>", SYSTEM, "<</SYS>>", "<SPEECH> </SPEECH> [/INST]",

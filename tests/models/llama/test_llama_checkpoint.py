@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig as HFConfig
 from transformers import LlamaForCausalLM
 
-from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 from wavllm_fairseq.models.llama import LoraConfig, load_llama
 
 IDS = torch.randint(0, 100, (1, 9), generator=torch.Generator().manual_seed(0))

@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wavllm_fairseq.models.llama import (
-    LLAMA_PRESETS, LlamaModel, LoraConfig, PromptAwareLoraWeight, load_lora_state_dict, lora_state_dict,
-)
+from wavllm_fairseq.models.llama import LLAMA_PRESETS, LlamaModel, LoraConfig, load_lora_state_dict, lora_state_dict
 from wavllm_fairseq.models.llama.lora import LoraLinear
+from wavllm_fairseq.models.wavllm.prompt_adapter import PromptAwareLoraWeight
 
 ALL_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 CFG = LLAMA_PRESETS["tiny_test"]  # GQA: k / v write 32 features, the model is 64 wide

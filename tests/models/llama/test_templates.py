@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import sentencepiece
 
-from wavllm_fairseq.models.checkpoint_errors import CheckpointError
-from wavllm_fairseq.models.llama.templates import SYSTEM, TEMPLATES, get_template
-from wavllm_fairseq.models.llama.tokenizer import load_tokenizer
+from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
+from wavllm_fairseq.text.templates import SYSTEM, TEMPLATES, get_template
+from wavllm_fairseq.text.tokenizer import load_tokenizer
 
 PROMPT = "Transcribe the audio clip into text."
 TARGET = "the small dog runs home"
@@ -143,7 +143,7 @@ CONVERSATION = {
 
 
 def test_a_conversation_renders_its_system_text_and_earlier_turns(case):
-    from wavllm_fairseq.models.llama.templates import Turn
+    from wavllm_fairseq.text.templates import Turn
 
     template, tok = case
     turns = [Turn("user", PROMPT, True), Turn("assistant", TARGET), Turn("user", "Who speaks?")]
@@ -158,7 +158,7 @@ def test_a_conversation_renders_its_system_text_and_earlier_turns(case):
 
 
 def test_a_conversation_must_end_with_one_user_turn_and_one_speech_span(case):
-    from wavllm_fairseq.models.llama.templates import Turn
+    from wavllm_fairseq.text.templates import Turn
 
     template, tok = case
     with pytest.raises(ValueError, match="must end with a user turn"):

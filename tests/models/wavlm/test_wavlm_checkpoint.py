@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 from wavllm_fairseq.models.wavlm import WAVLM_PRESETS, WavLMEncoder, load_wavlm
 from wavllm_fairseq.models.wavlm.checkpoint import HUGGING_FACE_KEYS, authors_keys, rename_key
 

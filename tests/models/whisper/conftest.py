@@ -22,7 +22,7 @@ def utterances() -> List[str]:
 @pytest.fixture(scope="session")
 def speech() -> List[np.ndarray]:
     """Three English utterances of different lengths, float32 16 kHz."""
-    from wavllm_fairseq.data.espeak import EspeakSynthesizer
+    from espeak import EspeakSynthesizer
 
     synthesizer = EspeakSynthesizer()
     return [synthesizer.synthesize(text, voice="en-us") for text in UTTERANCES]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from wavllm_fairseq.models.checkpoint_errors import CheckpointError
+from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 from wavllm_fairseq.models.whisper import WhisperEncoder, detect_format, load_whisper_encoder
 from wavllm_fairseq.models.whisper.checkpoint import CTRANSLATE2, HUGGING_FACE, OPENAI
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ..user_error import UserError
+from ...user_error import UserError
 
 
 class CheckpointError(UserError):

@@ -28,8 +28,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..checkpoint_errors import CheckpointError
-from ..checkpoint_files import HF_WEIGHT_FILES, hugging_face_weight_files, is_hugging_face_folder, load_torch_file
+from ..common.checkpoint_errors import CheckpointError
+from ..common.checkpoint_files import HF_WEIGHT_FILES, hugging_face_weight_files, is_hugging_face_folder, load_torch_file
 from .config import ROPE_SCALING_KEYS, LlamaConfig, LoraConfig
 from .lora import LoraLinear
 from .model import LlamaModel, rope_inverse_frequencies

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..activation_checkpointing import CheckpointableLayer
+from ..common.activation_checkpointing import CheckpointableLayer
 from .config import LlamaConfig, LoraConfig
 from .lora import LoraLinear
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import fields, replace
 
-from .llama import LLAMA_PRESETS, LlamaModel, LoraConfig, load_llama
-from .wavlm import WAVLM_PRESETS, WavLMEncoder, load_wavlm
-from .whisper import WHISPER_PRESETS, WhisperEncoder, load_whisper_encoder
+from ..llama import LLAMA_PRESETS, LlamaModel, LoraConfig, load_llama
+from ..wavlm import WAVLM_PRESETS, WavLMEncoder, load_wavlm
+from ..whisper import WHISPER_PRESETS, WhisperEncoder, load_whisper_encoder
 
 
 def _preset(presets: dict, name: str, what: str):

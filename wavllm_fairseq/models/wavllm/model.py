@@ -24,15 +24,16 @@ from fairseq.models import (
 )
 from torch import Tensor, nn
 
-from .activation_checkpointing import set_activation_checkpointing
-from .checkpoint_errors import CheckpointError
-from .checkpoint_files import load_torch_file
+from ..common.activation_checkpointing import set_activation_checkpointing
+from ..common.checkpoint_errors import CheckpointError
+from ..common.checkpoint_files import load_torch_file
 from .components import build_llm, build_wavlm, build_whisper
 from .encoder_cache import EncoderOutputCache
-from .llama import LlamaModel, LoraConfig, PromptAwareLoraWeight, reorder_cache
+from ..llama import LlamaModel, LoraConfig, reorder_cache
+from .prompt_adapter import PromptAwareLoraWeight
 from .sharding import shard_llm_blocks
 from .speech_adapter import AdapterWidths, LayerWeightedSum, SpeechBranch, SpeechFusion, padding_mask
-from .whisper.frontend import WINDOW_SAMPLES
+from ..whisper.frontend import WINDOW_SAMPLES
 
 logger = logging.getLogger(__name__)
 

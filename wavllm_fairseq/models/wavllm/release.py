@@ -25,13 +25,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checkpoint_errors import CheckpointError
-from .llama.config import LlamaConfig
-from .wavlm.checkpoint import HUGGING_FACE_KEYS as WAVLM_HUGGING_FACE_KEYS
-from .wavlm.checkpoint import to_our_names as wavlm_to_our_names
-from .wavlm.config import WavLMConfig
-from .whisper.checkpoint import hugging_face_to_openai
-from .whisper.config import WhisperEncoderConfig
+from ..common.checkpoint_errors import CheckpointError
+from ..llama.config import LlamaConfig
+from ..wavlm.checkpoint import HUGGING_FACE_KEYS as WAVLM_HUGGING_FACE_KEYS
+from ..wavlm.checkpoint import to_our_names as wavlm_to_our_names
+from ..wavlm.config import WavLMConfig
+from ..whisper.checkpoint import hugging_face_to_openai
+from ..whisper.config import WhisperEncoderConfig
 
 LLAMA = "gpt_model.model_llama."
 WHISPER_MODEL = "audio_encoder.model."

@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..checkpoint_errors import CheckpointError
-from ..checkpoint_files import load_torch_file, read_hugging_face_tensors
+from ..common.checkpoint_errors import CheckpointError
+from ..common.checkpoint_files import load_torch_file, read_hugging_face_tensors
 from .config import WavLMConfig
 from .model import WavLMEncoder
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..activation_checkpointing import CheckpointableLayer
+from ..common.activation_checkpointing import CheckpointableLayer
 from .config import WavLMConfig
 
 _CONV_NORM_EPS = 1e-5  # fixed in both the authors' code and transformers

@@ -25,8 +25,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..checkpoint_errors import CheckpointError
-from ..checkpoint_files import HF_WEIGHT_FILES, is_hugging_face_folder, load_torch_file, read_hugging_face_tensors
+from ..common.checkpoint_errors import CheckpointError
+from ..common.checkpoint_files import HF_WEIGHT_FILES, is_hugging_face_folder, load_torch_file, read_hugging_face_tensors
 from .config import WhisperEncoderConfig
 from .model import WhisperEncoder
 
