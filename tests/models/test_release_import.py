@@ -270,7 +270,7 @@ def our_speech(model, wave):
     """Our encoder's per-stream features and fused frames for one clip."""
     enc = model.encoder
     waves, lengths = torch.from_numpy(wave)[None], torch.tensor([len(wave)])
-    from wavllm_fairseq.models.wavllm.model import whisper_windows
+    from wavllm_fairseq.models.wavllm.encoder import whisper_windows
 
     with torch.no_grad():
         semantic, semantic_lengths = enc.encode_whisper(waves, lengths, None)

@@ -131,7 +131,7 @@ def test_beam_search_in_a_batch_equals_items_alone(task):
 
 
 def test_prompt_rows_are_their_segments_one_after_the_other_left_padded():
-    from wavllm_fairseq.models.wavllm.model import left_padded_concatenation
+    from wavllm_fairseq.models.wavllm.encoder import left_padded_concatenation
 
     torch.manual_seed(0)
     lengths = [torch.tensor([2, 0, 3]), torch.tensor([4, 0, 1]), torch.tensor([1, 2, 0])]

@@ -1,0 +1,69 @@
+"""The fairseq "decoder" of WavLLM: the LLM continuing the assembled prompt, with teacher forcing in
+training and one token a step with a KV cache in fairseq's SequenceGenerator."""
+from typing import Optional
+
+import torch
+from fairseq.models import FairseqIncrementalDecoder
+from torch import Tensor
+
+from ..llama import LlamaModel, reorder_cache
+from .encoder import keeps_every_row
+
+
+class WavLLMDecoder(FairseqIncrementalDecoder):
+    """The LLM continuing the assembled prompt."""
+
+    def __init__(self, dictionary, llm: LlamaModel):
+        super().__init__(dictionary)
+        self.llm = llm
+        self.vocab_size = dictionary.vocab_size  # ids the tokenizer can produce; the pad id follows
+
+    def _lora_weight(self, encoder_out) -> Optional[Tensor]:
+        return encoder_out["lora_weight"][0] if encoder_out["lora_weight"] else None
+
+    def forward(self, prev_output_tokens: Tensor, encoder_out=None, incremental_state=None, **unused):
+        prompt = encoder_out["prompt_embeds"][0]
+        prompt_pad = encoder_out["prompt_padding_mask"][0]
+        prompt_len = encoder_out["prompt_lengths"][0]
+        lora_weight = self._lora_weight(encoder_out)
+        cache = self.get_incremental_state(incremental_state, "kv") if incremental_state is not None else None
+        # The first decoder input is a placeholder: the prompt's last position predicts the first token.
+        tokens = prev_output_tokens[:, 1:]
+        if cache is not None:
+            tokens = tokens[:, -1:]
+        bsz, n_new = tokens.shape
+        new_embeds = self.llm.tok_embeddings(tokens.masked_fill(tokens >= self.vocab_size, 0))
+        done = prev_output_tokens.shape[1] - 1 - n_new  # generated tokens already in the cache
+        steps = torch.arange(n_new, device=tokens.device) + done
+        token_positions = prompt_len[:, None] + steps[None, :]
+        if cache is None:
+            embeds = torch.cat([prompt.to(new_embeds.dtype), new_embeds], dim=1)
+            prompt_positions = (torch.cumsum((~prompt_pad).long(), dim=1) - 1).clamp(min=0)
+            positions = torch.cat([prompt_positions, token_positions], dim=1)
+            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(bsz, n_new)], dim=1)
+            past = None
+        else:
+            embeds, positions, past = new_embeds, token_positions, cache["past"]
+            key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(bsz, done + n_new)], dim=1)
+        hidden, new_past = self.llm(
+            embeds, positions, key_pad, past_key_values=past, lora_weight=lora_weight,
+            use_cache=incremental_state is not None,
+        )
+        hidden = hidden[:, -(n_new + 1):] if cache is None else hidden
+        if incremental_state is not None:
+            self.set_incremental_state(incremental_state, "kv", {"past": new_past})
+            hidden = hidden[:, -1:]
+        return self.output_layer(hidden), {"attn": None}
+
+    def output_layer(self, hidden: Tensor) -> Tensor:
+        logits = self.llm.output_logits(hidden)[..., : self.vocab_size]
+        pad_column = logits.new_full(logits.shape[:-1] + (1,), float("-inf"))
+        return torch.cat([logits, pad_column], dim=-1)
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
+        cache = self.get_incremental_state(incremental_state, "kv")
+        if cache is not None and not keeps_every_row(new_order, cache["past"][0][0].shape[0]):
+            self.set_incremental_state(incremental_state, "kv", {"past": reorder_cache(cache["past"], new_order)})
+
+    def max_positions(self):
+        return self.llm.cfg.max_seq_len
