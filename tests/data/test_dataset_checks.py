@@ -145,3 +145,17 @@ def test_a_missing_manifest_and_a_mixture_weight_count_that_does_not_match_are_o
         task.load_dataset("valid")
     with pytest.raises(OptionError, match=r"--mixture-weights has 3 value\(s\) for 2 manifest\(s\)"):
         task.load_dataset("m,m")
+
+
+def test_a_batch_carries_each_rows_audio_paths_and_collating_reads_no_file_metadata(tmp_path, tokenizer, monkeypatch):
+    for name in ("a.wav", "b.wav"):
+        soundfile.write(tmp_path / name, tone(0.5), 16000)
+    ds = dataset(manifest(tmp_path, [("a", "a.wav", 8000), ("b", "b.wav", 8000)]), tokenizer)
+    items = [ds[0], ds[1]]
+
+    def no_stat(*args, **kwargs):
+        raise AssertionError("os.stat while collating: only the model's encoder cache may read file metadata")
+
+    monkeypatch.setattr("os.stat", no_stat)
+    batch = ds.collater(items)
+    assert batch["net_input"]["audio_paths"] == [[str(tmp_path / "a.wav")], [str(tmp_path / "b.wav")]]

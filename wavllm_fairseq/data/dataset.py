@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
-from ..models.wavllm.encoder_cache import audio_identity
 from .audio import AudioError, audio_info_frames, load_audio
 from .manifest import ManifestError, ManifestRow, read_manifest, resolve_audio_path
 
@@ -49,6 +48,9 @@ class EncodedExample:
     """16 kHz samples of the row's audio as its files' headers give them (0 without speech): what
     length limits and batching use, whatever the manifest's ``n_frames`` says."""
 
+
+HEADER_READERS = 8
+"""Threads reading the audio files' headers when a manifest is loaded (file system latency, not CPU)."""
 
 SHOWN_MISMATCHES = 5
 """Rows named one by one in the warning about ``n_frames`` values that disagree with the audio."""
@@ -101,7 +103,6 @@ class WavLLMDataset(FairseqDataset):
         audio_root: Optional[str] = None,
         skip_bad_rows: bool = False,
         task_name: str = "",
-        check_workers: int = 8,
         max_sample_size: Optional[int] = None,
     ):
         self.manifest_path = manifest_path
@@ -111,7 +112,7 @@ class WavLLMDataset(FairseqDataset):
         rows = read_manifest(manifest_path)
         paths = [[resolve_audio_path(a, audio_root, manifest_path) for a in r.audio] for r in rows]
         # Read every header once now, so a bad file fails at start-up and not hours into training.
-        with ThreadPoolExecutor(check_workers) as pool:
+        with ThreadPoolExecutor(HEADER_READERS) as pool:
             headers = list(pool.map(_header_frames, [p if r.with_speech else [] for r, p in zip(rows, paths)]))
         self.examples: List[EncodedExample] = []
         skipped, too_long, mismatched = [], [], []
@@ -206,8 +207,8 @@ class WavLLMDataset(FairseqDataset):
             return {}
         examples = [s["example"] for s in samples]
         net_input = prompt_input(examples, [s["wave"] for s in samples], self.pad_id)
-        # Identity of each row's audio files, keying the model's cache of frozen-encoder output.
-        net_input["audio_keys"] = [audio_identity(e.audio_paths) if e.audio_paths else "" for e in examples]
+        # The model's cache of frozen-encoder output (if any) keys its entries by these files.
+        net_input["audio_paths"] = [e.audio_paths for e in examples]
         batch = {
             "id": torch.tensor([s["id"] for s in samples]),
             "nsentences": len(samples),

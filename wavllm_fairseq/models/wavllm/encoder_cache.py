@@ -3,7 +3,8 @@
 Whisper is the costliest frozen part (large-v2: 32 layers over 30-s windows) and its output
 for a clip never changes while the encoder does not, so epochs after the first can read it
 instead. An entry's key hashes the audio files' identity (path, size, modification time), the
-encoder's weights and the padding mode: changing any of them misses the old entries.
+encoder's weights and the padding mode: changing any of them misses the old entries. The cache
+reads the identity itself from the paths the batch carries, so without a cache nothing is stat'ed.
 
 WavLM's output is not cached: the trainable layer weights need every hidden state (13 per
 frame for Base+), which would cost ~1 MB per second of audio on disk.
@@ -45,20 +46,22 @@ class EncoderOutputCache:
         self.variant = variant
         self._fingerprint: Optional[str] = None  # computed on first use: the weights may load later
 
-    def _path(self, audio_key: str) -> str:
+    def _path(self, audio_paths: List[str]) -> str:
         if self._fingerprint is None:
             self._fingerprint = weights_fingerprint(self.encoder)
-        key = hashlib.sha1(f"{self._fingerprint}/{self.variant}/{audio_key}".encode()).hexdigest()
+        identity = audio_identity(audio_paths)
+        key = hashlib.sha1(f"{self._fingerprint}/{self.variant}/{identity}".encode()).hexdigest()
         return os.path.join(self.folder, key[:2], key + ".pt")
 
-    def get(self, audio_key: str) -> Optional[Tensor]:
-        path = self._path(audio_key)
+    def get(self, audio_paths: List[str]) -> Optional[Tensor]:
+        """The cached output for the clip made of these audio files, or None."""
+        path = self._path(audio_paths)
         if not os.path.exists(path):
             return None
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    def put(self, audio_key: str, output: Tensor) -> None:
-        path = self._path(audio_key)
+    def put(self, audio_paths: List[str], output: Tensor) -> None:
+        path = self._path(audio_paths)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         torch.save(output.detach().cpu().clone(), tmp)
