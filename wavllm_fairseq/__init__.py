@@ -5,14 +5,14 @@ from .library_noise import silence_library_noise
 silence_library_noise()
 
 from .checkpoint_safety import allow_fairseq_checkpoints  # noqa: E402
-from .errors import install_excepthook  # noqa: E402
+from .errors import install_excepthook_in_fairseq_commands  # noqa: E402
 from .fairseq_checkpoints import install_checkpoint_io  # noqa: E402
 
 allow_fairseq_checkpoints()
 install_checkpoint_io()
-install_excepthook()
+install_excepthook_in_fairseq_commands()
 
-from . import criterions, models, scoring, tasks  # noqa: E402,F401  (registration)
+# Importing these registers the task, the model, the criterion and the scorer with fairseq.
 from .criterions import wavllm_cross_entropy  # noqa: E402,F401
 from .models import wavllm  # noqa: E402,F401
 from .scoring import accuracy  # noqa: E402,F401

@@ -19,6 +19,7 @@ import sys
 from typing import Iterable, List, Optional, Tuple
 
 from .data.audio import AudioError
+from .errors import install_excepthook
 from .inference import Decoding, Query, WavLLM
 
 LINES_PER_ROUND = 4
@@ -133,4 +134,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .errors import install_excepthook
 from .models.common.checkpoint_errors import CheckpointError
 from .models.common.checkpoint_files import load_torch_file
 
@@ -124,4 +125,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from .data.manifest import ManifestError, read_manifest, resolve_audio_path, write_manifest
+from .errors import install_excepthook
 from .evaluation.decode import DecodingOptions, LoadedCheckpoint, decode_manifest
 from .evaluation.metrics import mean_and_std
 from .evaluation.prompts import DEFAULT_POOL, load_pool, reword
@@ -288,4 +289,5 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -18,6 +18,7 @@ from typing import Dict
 import torch
 from omegaconf import OmegaConf
 
+from .errors import install_excepthook
 from .models.common.checkpoint_errors import CheckpointError
 from .models.wavllm.release import read_release_weights, release_architecture, release_name, to_our_weights, wavlm_config
 from .models.wavllm import WavLLMConfig, WavLLMModel
@@ -99,4 +100,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

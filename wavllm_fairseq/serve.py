@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from .chat import add_model_arguments, load_model
+from .errors import install_excepthook
 from .server.openai_format import Limits
 
 
@@ -54,4 +55,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())
