@@ -17,7 +17,7 @@ from omegaconf import II, MISSING
 from ..data.dataset import SAMPLES_PER_LLM_POSITION, WavLLMDataset, raise_load_error
 from ..data.dictionary import TokenizerDictionary
 from ..errors import OptionError
-from ..text.templates import get_template
+from ..text.templates import TemplateMismatchError, get_template
 from ..text.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -205,6 +205,20 @@ class WavLLMTask(FairseqTask):
             # indices that outgrow the batch; without an id it uses the rows' batch positions.
             sample = {k: v for k, v in sample.items() if k != "id"}
         return super().inference_step(generator, models, sample, *args, **kwargs)
+
+    def state_dict(self):
+        """Saved in checkpoints as ``task_state``: the chat template the model is trained with."""
+        return {**super().state_dict(), "template": self.template.name, "template_version": self.template.version}
+
+    def load_state_dict(self, state_dict):
+        """A checkpoint's ``task_state``, restored when fairseq loads it for decoding. Checkpoints
+        saved before templates were versioned record none and load as they are."""
+        name, version = state_dict.get("template"), state_dict.get("template_version")
+        if name == self.template.name and version is not None and version != self.template.version:
+            raise TemplateMismatchError(
+                f"the checkpoint was trained with version {version} of chat template {name!r}, but this code "
+                f"renders version {self.template.version}: its prompts would not be the ones the model learned")
+        super().load_state_dict(state_dict)
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)

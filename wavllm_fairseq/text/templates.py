@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from ..models.common.checkpoint_errors import CheckpointError
+from ..user_error import UserError
 from .tokenizer import Tokenizer
 
 SYSTEM = (
@@ -37,6 +37,11 @@ SYSTEM = (
 )
 SPEECH_OPEN = "<SPEECH>"
 SPEECH_CLOSE = " </SPEECH> "
+
+
+class TemplateMismatchError(UserError):
+    """A chat template that does not fit the tokenizer (it needs a token the vocabulary lacks), or
+    that renders other ids than the template a checkpoint was trained with (another version)."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,9 @@ class EncodedPrompt:
 class ChatTemplate:
     name: str
     version: int
-    """Bumped whenever the rendered ids change, so a model trained on one version is not
-    silently served with another."""
+    """Bumped whenever the rendered ids change: checkpoints record it (the ``wavllm`` task's state)
+    and loading one trained with another version fails, so a model is not silently served with
+    prompts it never saw."""
     user_turn_start: Tuple[Segment, ...]
     """From the start of the sequence to the user's content (system turn included)."""
     user_turn_end: Tuple[Segment, ...]
@@ -164,10 +170,9 @@ class ChatTemplate:
         else:
             i, what = tokenizer.token_to_id(special.name), f"the token {special.name!r}"
         if i is None:
-            raise CheckpointError(
-                tokenizer.path,
-                f"chat template {self.name!r} needs {what}, which this tokenizer lacks: "
-                f"choose the template of the LLM family this tokenizer belongs to ({', '.join(TEMPLATES)})",
+            raise TemplateMismatchError(
+                f"{tokenizer.path}: chat template {self.name!r} needs {what}, which this tokenizer lacks: "
+                f"choose the template of the LLM family this tokenizer belongs to ({', '.join(TEMPLATES)})"
             )
         return i
 

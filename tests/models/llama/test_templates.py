@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 import sentencepiece
 
-from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
-from wavllm_fairseq.text.templates import SYSTEM, TEMPLATES, get_template
+from wavllm_fairseq.text.templates import SYSTEM, TEMPLATES, TemplateMismatchError, get_template
 from wavllm_fairseq.text.tokenizer import load_tokenizer
 
 PROMPT = "Transcribe the audio clip into text."
@@ -106,12 +105,12 @@ def test_llama2_segments_like_the_release(spm_path):
 
 def test_template_missing_from_the_tokenizer_is_a_clear_error(spm_path, hf_json_path):
     spm, hf = load_tokenizer(spm_path), load_tokenizer(hf_json_path)
-    with pytest.raises(CheckpointError, match="'llama3' needs the token '<\\|eot_id\\|>'"):
+    with pytest.raises(TemplateMismatchError, match="'llama3' needs the token '<\\|eot_id\\|>'"):
         get_template("llama3").end_of_turn_id(spm)
-    with pytest.raises(CheckpointError, match="'chatml' needs the token '<\\|im_start\\|>'"):
+    with pytest.raises(TemplateMismatchError, match="'chatml' needs the token '<\\|im_start\\|>'"):
         get_template("chatml").encode_prompt(spm, PROMPT, True)
     hf.eos_id = None
-    with pytest.raises(CheckpointError, match="'llama2' needs an EOS token"):
+    with pytest.raises(TemplateMismatchError, match="'llama2' needs an EOS token"):
         get_template("llama2").end_of_turn_id(hf)
 
 
