@@ -29,7 +29,6 @@ from typing import Iterable, List, Optional
 from ..user_error import UserError
 
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "prompt", "with_speech")
-OPTIONAL_COLUMNS = ("tgt_text", "task")
 COLUMNS = ("id", "audio", "n_frames", "prompt", "tgt_text", "with_speech")
 AUDIO_SEPARATOR = "|"
 SAMPLE_RATE = 16000

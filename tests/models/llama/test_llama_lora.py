@@ -1,10 +1,10 @@
-"""LoRA (init, scaling, merging, saving) and the prompt-aware LoRA weight adapter."""
+"""LoRA (init, scaling, merging) and the prompt-aware LoRA weight adapter."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from wavllm_fairseq.models.llama import LLAMA_PRESETS, LlamaModel, LoraConfig, load_lora_state_dict, lora_state_dict
+from wavllm_fairseq.models.llama import LLAMA_PRESETS, LlamaModel, LoraConfig
 from wavllm_fairseq.models.llama.lora import LoraLinear
 from wavllm_fairseq.models.wavllm.prompt_adapter import PromptAwareLoraWeight
 
@@ -99,32 +99,6 @@ def test_merged_equals_unmerged_and_refuses_prompt_weights():
     model.unmerge_lora()
     assert torch.allclose(model.layers[1].attention.wq.weight, base_q, atol=1e-6)
     assert (forward(model, IDS) - unmerged).abs().max() < 1e-5
-
-
-def test_lora_state_dict_round_trip():
-    model = make()
-    randomize_lora(model)
-    state = lora_state_dict(model)
-    assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad}
-    assert sum(t.numel() for t in state.values()) < 0.1 * sum(p.numel() for p in model.parameters())
-    fresh = make()  # the same base weights, LoRA freshly initialised
-    assert not torch.allclose(forward(fresh, IDS), forward(model, IDS))
-    load_lora_state_dict(fresh, state)
-    assert torch.equal(forward(fresh, IDS), forward(model, IDS))
-
-
-def test_lora_state_dict_errors_name_the_problem():
-    model = make()
-    state = lora_state_dict(model)
-    key = next(iter(state))
-    with pytest.raises(ValueError, match="missing"):
-        load_lora_state_dict(model, {k: v for k, v in state.items() if k != key})
-    with pytest.raises(ValueError, match="another rank"):
-        load_lora_state_dict(model, {**state, key: torch.zeros(7, 7)})
-    with pytest.raises(ValueError, match="unexpected"):
-        load_lora_state_dict(model, {**state, "layers.0.attention.wq.weight": torch.zeros(64, 64)})
-    with pytest.raises(ValueError, match="no LoRA"):
-        load_lora_state_dict(LlamaModel(CFG), state)
 
 
 def test_lora_config_validates_targets():

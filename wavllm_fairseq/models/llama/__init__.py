@@ -4,10 +4,9 @@ The tokenizers and chat templates live in ``wavllm_fairseq.text``.
 """
 from .checkpoint import load_llama, read_llama_config, save_llama_meta
 from .config import LLAMA_PRESETS, LlamaConfig, LoraConfig
-from .lora import load_lora_state_dict, lora_state_dict
 from .model import LlamaModel, reorder_cache
 
 __all__ = [
     "LlamaConfig", "LLAMA_PRESETS", "LoraConfig", "LlamaModel", "reorder_cache",
-    "lora_state_dict", "load_lora_state_dict", "load_llama", "read_llama_config", "save_llama_meta",
+    "load_llama", "read_llama_config", "save_llama_meta",
 ]

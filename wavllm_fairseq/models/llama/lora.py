@@ -1,4 +1,4 @@
-"""LoRA on a frozen linear layer, and saving / loading only the LoRA parameters.
+"""LoRA on a frozen linear layer.
 
 ``LoraLinear`` *is* an ``nn.Linear`` (its frozen ``weight`` keeps the name a plain layer has),
 so base checkpoints load into a model with or without adapters alike; the adapter adds
@@ -17,7 +17,7 @@ plain update scaled by c either way.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -91,30 +91,3 @@ class LoraLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lora_rank={self.rank}, lora_scale={self.scale:g}"
-
-
-def _is_lora_key(name: str) -> bool:
-    return name.endswith(".lora_A") or name.endswith(".lora_B")
-
-
-def lora_state_dict(model: nn.Module) -> Dict[str, Tensor]:
-    """The LoRA parameters only (``...wq.lora_A`` etc.), detached: a few MB for a 7B model."""
-    return {k: v.detach() for k, v in model.state_dict().items() if _is_lora_key(k)}
-
-
-def load_lora_state_dict(model: nn.Module, state: Dict[str, Tensor]) -> None:
-    """Loads what :func:`lora_state_dict` saved; every LoRA parameter must be given, nothing else."""
-    own = {k: v for k, v in model.state_dict().items() if _is_lora_key(k)}
-    if not own:
-        raise ValueError("the model has no LoRA parameters to load into")
-    unexpected = sorted(set(state) - set(own))
-    missing = sorted(set(own) - set(state))
-    if unexpected or missing:
-        raise ValueError(f"LoRA state does not fit the model: missing {missing[:6]}"
-                         f"{' ...' if len(missing) > 6 else ''}; unexpected {unexpected[:6]}"
-                         f"{' ...' if len(unexpected) > 6 else ''}")
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"LoRA parameter {key!r}: expected shape {tuple(own[key].shape)}, "
-                             f"got {tuple(value.shape)} (another rank or model size?)")
-    model.load_state_dict(state, strict=False)
