@@ -8,9 +8,7 @@ import sys
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))  # --import-mode=importlib: tests/ is not on sys.path
-from test_pipeline import train_args  # noqa: E402
+from tests.helpers import REPO, small_corpus, train_args
 
 MAX_UPDATE = 6
 KILL_MOMENTS = {"update": range(1, MAX_UPDATE + 1), "valid": (2, 4, 6), "save": (2, 4, 6), "copy": (2, 4, 6)}
@@ -18,15 +16,6 @@ KILL_MOMENTS = {"update": range(1, MAX_UPDATE + 1), "valid": (2, 4, 6), "save": 
 checkpoints come every 2 updates)."""
 PHASE = {kind: i for i, kind in enumerate(KILL_MOMENTS)}
 """Order of the kinds within one update: the update, its validation, its checkpoint, the copy."""
-
-
-def small_corpus(corpus, folder):
-    """4 training rows and 1 validation row of the shared corpus (audio read from there)."""
-    folder.mkdir()
-    for split, rows in (("train", 4), ("valid", 1)):
-        lines = (corpus / f"{split}.tsv").read_text().splitlines()
-        (folder / f"{split}.tsv").write_text("\n".join(lines[: rows + 1]) + "\n")
-    return folder
 
 
 def crash_args(corpus, data, save_dir):

@@ -1,16 +1,12 @@
 """Two-process data-parallel training through fairseq's own distributed trainer, on CPU (gloo)."""
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-# --import-mode=importlib does not put tests/ on sys.path (pytest.ini has no `pythonpath = tests`).
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import REPO  # noqa: E402
-from test_pipeline import generate_args, train_args, train_inner_records, train_losses  # noqa: E402
+from tests.helpers import REPO, free_port, generate_args, train_args, train_inner_records, train_losses
 
 from wavllm_fairseq.consolidate_checkpoint import consolidate  # noqa: E402
 from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError  # noqa: E402
@@ -24,7 +20,7 @@ from fairseq import checkpoint_utils
 
 dump_prefix = sys.argv.pop(1)
 if "fully_sharded" in sys.argv:
-    import fsdp_on_cpu
+    from tests import fsdp_on_cpu
     fsdp_on_cpu.install()
 original_save = checkpoint_utils.save_checkpoint
 
@@ -42,18 +38,12 @@ train.cli_main()
 BATCH_SIZE = 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(corpus, save_dir, dump_prefix, extra):
     """Starts one fairseq-train process (one epoch, batches of BATCH_SIZE rows) through the wrapper."""
     # --max-tokens also caps an example's size (fairseq filters by it); here batches are by rows.
     args = train_args(corpus, save_dir, 1000) + [
         "--max-epoch", "1", "--batch-size", BATCH_SIZE, "--max-tokens", 10_000_000, *extra]
-    paths = [REPO, os.path.join(REPO, "tests"), os.environ.get("PYTHONPATH", "")]
+    paths = [REPO, os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-c", RANK_WRAPPER, str(dump_prefix), *map(str, args)]
     return subprocess.Popen(cmd, cwd=save_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -2,7 +2,6 @@
 row or option (no traceback), nothing run from a checkpoint, nothing valid rejected."""
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -10,9 +9,7 @@ import soundfile
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))  # --import-mode=importlib: tests/ is not on sys.path
-from test_crash_resume import small_corpus  # noqa: E402
-from test_pipeline import generate_args, train_args  # noqa: E402
+from tests.helpers import generate_args, small_corpus, train_args
 
 UNSAFE_LOAD = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 """What makes torch.load unpickle anything when a caller leaves weights_only unset."""

@@ -1,45 +1,11 @@
 """fairseq-train -> resume -> fairseq-generate on real (synthesized) speech, through the CLI."""
-import json
-import os
 import re
 import shutil
 
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def train_args(corpus, save_dir, max_update):
-    return [
-        corpus, "--user-dir", f"{REPO}/wavllm_fairseq", "--task", "wavllm",
-        "--tokenizer-path", corpus / "spm.model", "--arch", "wavllm_tiny",
-        "--criterion", "wavllm_cross_entropy", "--optimizer", "adam", "--lr", "1e-2",
-        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "5", "--max-tokens", "1000000",
-        "--max-update", max_update, "--save-dir", save_dir, "--num-workers", "0", "--cpu",
-        "--log-format", "json", "--log-interval", "1", "--no-progress-bar", "--seed", "1",
-        "--no-epoch-checkpoints", "--validate-interval-updates", "1000", "--disable-validation",
-    ]
-
-
-def generate_args(corpus, checkpoint, results, *extra):
-    """fairseq-generate on the corpus's test rows with WER scoring; ``extra`` adds device and decoding flags."""
-    return [corpus, "--user-dir", f"{REPO}/wavllm_fairseq", "--task", "wavllm",
-            "--tokenizer-path", corpus / "spm.model", "--path", checkpoint,
-            "--gen-subset", "test", "--max-tokens", "400000", "--max-len-b", "24",
-            "--scoring", "wer", "--results-path", results, *extra]
-
-
-def train_inner_records(log):
-    """fairseq's json per-update records, in fairseq-train's (``| train_inner |``) or hydra's
-    (``[train_inner]``) log format."""
-    return [json.loads(line[line.index("{"):]) for line in log.splitlines()
-            if "| train_inner |" in line or "[train_inner]" in line]
-
-
-def train_losses(log):
-    """Loss per update."""
-    return {int(r["num_updates"]): float(r["loss"]) for r in train_inner_records(log)}
+from tests.helpers import generate_args, train_args, train_losses
 
 
 @pytest.fixture(scope="module")

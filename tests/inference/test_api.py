@@ -8,8 +8,7 @@ import pytest
 import soundfile
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import MAX_NEW_TOKENS  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS  # noqa: E402
 
 from wavllm_fairseq.data.audio import AudioError  # noqa: E402
 from wavllm_fairseq.data.manifest import ManifestRow, read_manifest, write_manifest  # noqa: E402

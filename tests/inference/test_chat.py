@@ -4,8 +4,7 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import MAX_NEW_TOKENS  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

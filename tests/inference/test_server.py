@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import MAX_NEW_TOKENS, free_port  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS, free_port  # noqa: E402
 
 from wavllm_fairseq.data.manifest import read_manifest  # noqa: E402
 from wavllm_fairseq.inference import Decoding  # noqa: E402

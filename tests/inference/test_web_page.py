@@ -2,12 +2,10 @@
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import MAX_NEW_TOKENS  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS  # noqa: E402
 
 BROWSER_PACKAGES = ("chromium", "chromium-driver")
 """Debian packages of the browser and its WebDriver."""
