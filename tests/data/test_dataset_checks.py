@@ -9,7 +9,7 @@ from wavllm_fairseq.data.audio import load_audio
 from wavllm_fairseq.data.dataset import LOAD_ERROR, SAMPLES_PER_LLM_POSITION, WavLLMDataset, raise_load_error
 from wavllm_fairseq.data.manifest import ManifestError
 from wavllm_fairseq.text.templates import get_template
-from wavllm_fairseq.text.tokenizer import load_tokenizer
+from wavllm_fairseq.text.tokenizer_files import load_tokenizer
 
 HEADER = "id\taudio\tn_frames\tprompt\ttgt_text\twith_speech\n"
 

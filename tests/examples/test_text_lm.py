@@ -11,7 +11,7 @@ import demo_corpus  # noqa: E402
 import text_lm  # noqa: E402
 
 from wavllm_fairseq.text.templates import get_template  # noqa: E402
-from wavllm_fairseq.text.tokenizer import load_tokenizer  # noqa: E402
+from wavllm_fairseq.text.tokenizer_files import load_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from ..data.dataset import SAMPLES_PER_LLM_POSITION, WavLLMDataset, raise_load_e
 from ..data.dictionary import TokenizerDictionary
 from ..errors import OptionError
 from ..text.templates import TemplateMismatchError, get_template
-from ..text.tokenizer import load_tokenizer
+from ..text.tokenizer_files import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import pytest
 import sentencepiece
 
 from wavllm_fairseq.text.templates import SYSTEM, TEMPLATES, TemplateMismatchError, get_template
-from wavllm_fairseq.text.tokenizer import load_tokenizer
+from wavllm_fairseq.text.tokenizer_files import load_tokenizer
 
 PROMPT = "Transcribe the audio clip into text."
 TARGET = "the small dog runs home"

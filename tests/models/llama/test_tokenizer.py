@@ -12,7 +12,7 @@ import sentencepiece
 from tokenizers import Tokenizer as HFTokenizer
 
 from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
-from wavllm_fairseq.text.tokenizer import load_tokenizer
+from wavllm_fairseq.text.tokenizer_files import load_tokenizer
 
 SAMPLES = [
     "hello", "the small dog runs home", "  two  spaces ", "line one\nline two", "What is 12 plus 30?",

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..common.checkpoint_errors import CheckpointError
 from ..common.checkpoint_files import HF_WEIGHT_FILES, hugging_face_weight_files, is_hugging_face_folder, load_torch_file
+from ..common.gguf_metadata import read_gguf_metadata
 from .config import ROPE_SCALING_KEYS, LlamaConfig, LoraConfig
 from .lora import LoraLinear
 from .model import LlamaModel, rope_inverse_frequencies
@@ -248,13 +249,12 @@ def _gguf_reader(path: str):
         raise CheckpointError(path, f"unreadable GGUF file, truncated or damaged ({type(e).__name__}: {e})") from e
 
 
-def _gguf_field(path: str, reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
+def _gguf_field(path: str, meta: dict, key: str, default=None):
+    if key not in meta:
         if default is None:
             raise CheckpointError(path, "missing metadata", key=key)
         return default
-    return field.contents()
+    return meta[key]
 
 
 def _gguf_rope_scaling(path: str, cfg: LlamaConfig, divisors: Tensor) -> dict:
@@ -280,31 +280,32 @@ def _gguf_dequantize(path: str, tensor) -> Tensor:
 
 
 def _gguf_config(path: str):
-    reader = _gguf_reader(path)
-    arch = _gguf_field(path, reader, "general.architecture")
+    meta = read_gguf_metadata(path, ("general.", "llama."))
+    arch = _gguf_field(path, meta, "general.architecture")
     if arch != "llama":
         raise CheckpointError(path, f"GGUF architecture {arch!r} is not llama", key="general.architecture")
+    reader = _gguf_reader(path)
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
         raise CheckpointError(path, "missing tensor", key="token_embd.weight")
-    n_heads = int(_gguf_field(path, reader, "llama.attention.head_count"))
+    n_heads = int(_gguf_field(path, meta, "llama.attention.head_count"))
     cfg = LlamaConfig(
-        dim=int(_gguf_field(path, reader, "llama.embedding_length")),
-        n_layers=int(_gguf_field(path, reader, "llama.block_count")),
-        n_heads=n_heads, n_kv_heads=int(_gguf_field(path, reader, "llama.attention.head_count_kv", n_heads)),
+        dim=int(_gguf_field(path, meta, "llama.embedding_length")),
+        n_layers=int(_gguf_field(path, meta, "llama.block_count")),
+        n_heads=n_heads, n_kv_heads=int(_gguf_field(path, meta, "llama.attention.head_count_kv", n_heads)),
         # ggml shapes are innermost-first: (dim, vocab)
         vocab_size=int(tensors["token_embd.weight"].shape[1]),
-        ffn_dim=int(_gguf_field(path, reader, "llama.feed_forward_length")),
-        norm_eps=float(_gguf_field(path, reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(_gguf_field(path, reader, "llama.rope.freq_base", 10000.0)),
+        ffn_dim=int(_gguf_field(path, meta, "llama.feed_forward_length")),
+        norm_eps=float(_gguf_field(path, meta, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(_gguf_field(path, meta, "llama.rope.freq_base", 10000.0)),
         tie_embeddings="output.weight" not in tensors,
-        max_seq_len=int(_gguf_field(path, reader, "llama.context_length", 4096)),
+        max_seq_len=int(_gguf_field(path, meta, "llama.context_length", 4096)),
     )
-    rotated = int(_gguf_field(path, reader, "llama.rope.dimension_count", cfg.head_dim))
+    rotated = int(_gguf_field(path, meta, "llama.rope.dimension_count", cfg.head_dim))
     if rotated != cfg.head_dim:
         raise CheckpointError(path, f"rotary positions on {rotated} of {cfg.head_dim} head features are not supported",
                               key="llama.rope.dimension_count")
-    rope_type = _gguf_field(path, reader, "llama.rope.scaling.type", "none")
+    rope_type = _gguf_field(path, meta, "llama.rope.scaling.type", "none")
     if rope_type != "none":
         raise CheckpointError(path, f"rope scaling {rope_type!r} is not supported", key="llama.rope.scaling.type")
     if "rope_freqs.weight" in tensors:
