@@ -1,11 +1,9 @@
-"""WavLLM as a fairseq encoder-decoder model.
+"""WavLLM as a fairseq encoder-decoder model: building it, and what its checkpoints hold.
 
-The "encoder" turns waves and prompt tokens into the LLM's input embeddings
-(``[prefix] [speech frames] [suffix]``, left-padded so every row ends at the same
-position) and, in stage 2, the prompt-aware LoRA weight. The "decoder" is the LLM
-continuing that prompt: with teacher forcing in training, one token a step with a KV
-cache in fairseq's SequenceGenerator. Splitting it this way lets fairseq's beam search,
-sampling and scorers work unchanged.
+The "encoder" (``encoder.py``) turns waves and prompt tokens into the LLM's input embeddings
+and, in stage 2, the prompt-aware LoRA weight; the "decoder" (``decoder.py``) is the LLM
+continuing that prompt. Splitting it this way lets fairseq's beam search, sampling and scorers
+work unchanged. Components read from pretrained checkpoints are frozen and left out of ours.
 """
 
 import logging
