@@ -8,8 +8,8 @@ import torch
 
 from tests.helpers import REPO, free_port, generate_args, train_args, train_inner_records, train_losses
 
-from wavllm_fairseq.consolidate_checkpoint import consolidate  # noqa: E402
-from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError  # noqa: E402
+from wavllm_fairseq.consolidate_checkpoint import consolidate
+from wavllm_fairseq.models.common.checkpoint_errors import CheckpointError
 
 # Runs fairseq-train, and before each checkpoint save writes this rank's trainable weights:
 # fairseq itself only saves on rank 0, and the point is to compare the ranks.

@@ -1,8 +1,5 @@
 """The demo's terminal output: training progress and errors, not config dumps or library warnings."""
-import os
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from demo import shown_in_terminal  # noqa: E402  (examples/wavllm, on the path through pytest.ini)
+from demo import shown_in_terminal  # examples/wavllm, on the path through pytest.ini
 
 LOG = """DEBUG:hydra.core.utils:Setting JobRuntime:name=hydra_train
 /venv/lib/python3.11/site-packages/fairseq_cli/hydra_train.py:25: UserWarning: 

@@ -8,13 +8,12 @@ import pytest
 import soundfile
 import torch
 
-from tests.helpers import MAX_NEW_TOKENS  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS, REPO
 
-from wavllm_fairseq.data.audio import AudioError  # noqa: E402
-from wavllm_fairseq.data.manifest import ManifestRow, read_manifest, write_manifest  # noqa: E402
-from wavllm_fairseq.inference import Decoding  # noqa: E402
+from wavllm_fairseq.data.audio import AudioError
+from wavllm_fairseq.data.manifest import ManifestRow, read_manifest, write_manifest
+from wavllm_fairseq.inference import Decoding
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEXT_PROMPT = "Repeat after me: the red cat sees a small dog"
 
 

@@ -4,9 +4,8 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import MAX_NEW_TOKENS  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS, REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_scripted_lines_get_the_api_answers_in_order_and_a_bad_line_is_named(tiny_model, tiny_checkpoint,

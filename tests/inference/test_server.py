@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.helpers import MAX_NEW_TOKENS, free_port  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS, REPO, free_port
 
-from wavllm_fairseq.data.manifest import read_manifest  # noqa: E402
-from wavllm_fairseq.inference import Decoding  # noqa: E402
-from wavllm_fairseq.text.templates import Turn  # noqa: E402
+from wavllm_fairseq.data.manifest import read_manifest
+from wavllm_fairseq.inference import Decoding
+from wavllm_fairseq.text.templates import Turn
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import MAX_NEW_TOKENS  # noqa: E402
+from tests.helpers import MAX_NEW_TOKENS
 
 BROWSER_PACKAGES = ("chromium", "chromium-driver")
 """Debian packages of the browser and its WebDriver."""

@@ -10,6 +10,7 @@ from ..models.common.checkpoint_errors import CheckpointError
 from .gguf_vocabulary import load_gguf_tokenizer
 from .tokenizer import HuggingFaceTokenizer, SentencePieceTokenizer, Tokenizer
 
+
 def load_tokenizer(path: str) -> Tokenizer:
     """Loads the tokenizer at ``path``: a SentencePiece ``.model``, a ``tokenizer.json``, a
     folder holding either (tokenizer.json preferred), or a ``.gguf`` file."""
