@@ -26,7 +26,7 @@ training step is reported too).
 
 Needs transformers and peft: ``pip install -e '.[bench]'`` (scripts/test.sh's .venv-test has them).
 
-    python benchmarks/stack_speed.py [--sizes tiny small] [--quick]
+    python benchmarks/stack_speed.py [--sizes tiny small] [--quick] [--profile 15]
     python benchmarks/stack_speed.py --device cuda --dtype bfloat16 --sizes small_gpu 1b_gpu
 """
 from __future__ import annotations
@@ -250,7 +250,20 @@ GENERATION_CALLS = (("same", 1), ("same", 4), ("plain", 1), ("plain", 4))
 forced), ``plain`` is generate(num_beams, use_cache=True) as users call it."""
 
 
-def bench_size(name: str, size: Size, repeats: int, device: torch.device, dtype: torch.dtype) -> Dict[str, float]:
+def profile_table(fn: Callable[[], object], rows: int) -> str:
+    """torch.profiler's operators by their own time over three calls of fn (after one warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as p:
+        for _ in range(3):
+            fn()
+    return p.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def bench_size(name: str, size: Size, repeats: int, device: torch.device, dtype: torch.dtype,
+               profile_rows: int = 0) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         ours, hf, hf_lora = build_pair(size, folder)
     ours.to(device), hf.to(device)
@@ -339,6 +352,12 @@ def bench_size(name: str, size: Size, repeats: int, device: torch.device, dtype:
         optimizer.zero_grad()
 
     ours.train(), hf.train()
+    if profile_rows:
+        for side, fn in (("ours", lambda: step(ours_loss, ours_opt)), ("transformers + peft", lambda: step(hf_loss, hf_opt))):
+            print(f"{name}: training step, {side}\n{profile_table(fn, profile_rows)}", flush=True)
+        with torch.no_grad():
+            for side, fn in (("ours", lambda: ours_generate(4)), ("transformers + peft", lambda: hf_generate("same", 4))):
+                print(f"{name}: generation, beam 4, {side}\n{profile_table(fn, profile_rows)}", flush=True)
     ours_time, hf_time = timed_pair(lambda: step(ours_loss, ours_opt), lambda: step(hf_loss, hf_opt), repeats,
                                     "train", device)
     results["train_ours"], results["train_hf"] = size.batch / ours_time, size.batch / hf_time
@@ -394,6 +413,9 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="both stacks' weights and activations while timing (checks run in float32)")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also print torch.profiler's top ROWS operators of a training step and a beam-4 "
+                             "generation call of each side")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 by default because on a shared machine multi-threaded "
                              "kernels that wait for a busy core made single runs up to 100x slower")
@@ -413,7 +435,7 @@ def main(argv: List[str] = None) -> None:
     for name in sizes:
         start = time.perf_counter()
         try:
-            results[name] = bench_size(name, SIZES[name], repeats, device, dtype)
+            results[name] = bench_size(name, SIZES[name], repeats, device, dtype, args.profile)
         except BenchmarkError as e:
             sys.exit(f"stack_speed.py: error: {name}: {e}")
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
