@@ -23,7 +23,9 @@ Per size, clip length and batch size it reports:
 On a GPU (``--device cuda``) it also reports the peak memory of a step and the model-FLOPs
 utilisation of the training step (:func:`training_flops`, the formula in benchmarks/README.md).
 
-Times are medians of --repeats calls after one warm-up call, on --threads CPU threads (1 by
+Times are medians of --repeats calls after one warm-up call; the unpadded, padded and
+cache-reading training steps take turns, so that a machine whose speed drifts slows them alike
+(the first, cache-writing step is a single call). On --threads CPU threads (1 by
 default: the machine is shared) or on a GPU. Component times are exclusive (a component's time
 excludes the components it calls) and measured with host timers, with a device synchronisation
 on each boundary under CUDA (which costs a little on its own).
@@ -201,17 +203,22 @@ def make_batch(size: WholeSize, clip_seconds: float, batch: int, device, dtype):
     return net_input, prev, target.to(device)
 
 
-def median_time(fn: Callable[[], object], repeats: int, device) -> float:
-    times = []
-    for _ in range(repeats + 1):  # the first call warms up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+def median_times(calls: Dict[str, Callable[[], object]], repeats: int, device) -> Dict[str, float]:
+    """Median seconds of each call over ``repeats`` samples after one warm-up, the calls taking
+    turns (in a rotating order) so that a machine whose speed drifts slows them alike."""
+    names = list(calls)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for i in range(repeats + 1):  # the first round warms up
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            calls[name]()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i > 0:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 @dataclass
@@ -242,39 +249,52 @@ def train_step_fn(model: WavLLMModel, net_input, prev, target, clock: Optional[C
     return step
 
 
-def measure_training(size, clip, batch, pad_to_30s, repeats, device, dtype) -> StepResult:
-    model = build(size, pad_to_30s, None, device, dtype).train()
+@dataclass
+class TrainingResult:
+    unpadded: StepResult
+    padded: Optional[StepResult]
+    cache_hit: Optional[float]
+    """Seconds of a step that reads Whisper's output from the cache (epochs after the first)."""
+    cache_first: Optional[float]
+    """Seconds of the one step that computes and writes it (the first epoch), a single sample."""
+
+
+def measure_training(size, clip, batch, repeats, device, dtype, skip: set) -> TrainingResult:
+    """Unpadded, padded-to-30-s and cache-reading steps of the same batch, sampled in turns."""
     net_input, prev, target = make_batch(size, clip, batch, device, dtype)
-    clock = ComponentClock(device)
-    instrument(model, clock)
-    step = train_step_fn(model, net_input, prev, target, clock)
-    step()  # warm-up, not counted
-    clock.seconds.clear()
-    seconds = median_time(step, repeats, device)
+    steps, clocks = {}, {}
+    with tempfile.TemporaryDirectory() as cache_dir:
+        variants = [("unpadded", False, None)]
+        if "pad" not in skip:
+            variants.append(("padded", True, None))
+        if "cache" not in skip:
+            variants.append(("cache", False, cache_dir))
+        for name, pad_to_30s, cache in variants:
+            model = build(size, pad_to_30s, cache, device, dtype).train()
+            clocks[name] = ComponentClock(device)
+            instrument(model, clocks[name])
+            keys = [f"clip{i}" for i in range(batch)] if cache else None
+            steps[name] = train_step_fn(model, net_input, prev, target, clocks[name], keys)
+            if cache:
+                train_step_fn(model, net_input, prev, target, None)()  # warm-up without the cache
+        cache_first = None
+        if "cache" in steps:
+            start = time.perf_counter()
+            steps["cache"]()  # the first epoch: computes Whisper's output and writes it
+            cache_first = time.perf_counter() - start
+        for clock in clocks.values():
+            clock.seconds.clear()
+        seconds = median_times(steps, repeats, device)
     calls = repeats + 1
-    result = StepResult(seconds, {k: v / calls for k, v in clock.seconds.items()})
+    results = {name: StepResult(seconds[name], {k: v / calls for k, v in clocks[name].seconds.items()})
+               for name in steps}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        step()
-        result.peak_gib = (torch.cuda.max_memory_allocated(device) - before) / 2**30
-    return result
-
-
-def measure_cache(size, clip, batch, repeats, device, dtype) -> Tuple[float, float, float]:
-    """(seconds of a step without the cache, of the first step that writes it, of a step that reads it)."""
-    with tempfile.TemporaryDirectory() as cache_dir:
-        model = build(size, False, cache_dir, device, dtype).train()
-        net_input, prev, target = make_batch(size, clip, batch, device, dtype)
-        keys = [f"clip{i}" for i in range(batch)]
-        plain = train_step_fn(model, net_input, prev, target, None)
-        cached = train_step_fn(model, net_input, prev, target, None, audio_keys=keys)
-        without = median_time(plain, repeats, device)
-        start = time.perf_counter()
-        cached()  # first epoch: computes and writes
-        first = time.perf_counter() - start
-        hit = median_time(cached, repeats, device)
-    return without, first, hit
+        steps["unpadded"]()
+        results["unpadded"].peak_gib = (torch.cuda.max_memory_allocated(device) - before) / 2**30
+    return TrainingResult(results["unpadded"], results.get("padded"),
+                          results["cache"].seconds if "cache" in results else None, cache_first)
 
 
 def measure_decoding(size, clip, batch, beam, repeats, device, dtype) -> StepResult:
@@ -292,9 +312,8 @@ def measure_decoding(size, clip, batch, beam, repeats, device, dtype) -> StepRes
         with torch.no_grad(), clock.part("generator bookkeeping"):
             generator.generate([model], sample)
 
-    decode()
     clock.seconds.clear()
-    seconds = median_time(decode, repeats, device)
+    seconds = median_times({"decode": decode}, repeats, device)["decode"]
     calls = repeats + 1
     return StepResult(seconds, {k: v / calls for k, v in clock.seconds.items()})
 
@@ -376,17 +395,16 @@ def run(sizes: List[str], clips: List[float], batches: List[int], beams: List[in
         for clip in clips:
             for batch in batches:
                 print(f"  {name} clip {clip} s batch {batch} ...", file=sys.stderr, flush=True)
-                unpadded = measure_training(size, clip, batch, False, repeats, device, dtype)
-                padded = None if "pad" in skip else measure_training(size, clip, batch, True, repeats, device, dtype)
-                cache = None if "cache" in skip else measure_cache(size, clip, batch, repeats, device, dtype)
+                trained = measure_training(size, clip, batch, repeats, device, dtype, skip)
+                unpadded, padded = trained.unpadded, trained.padded
                 cells = [f"{clip:g}", str(batch), f"{batch / unpadded.seconds:.2f}", f"{unpadded.seconds:.3f}"]
                 if padded:
                     share = max(0.0, padded.seconds - unpadded.seconds) / padded.seconds
                     cells += [f"{padded.seconds:.3f}", f"{100 * share:.0f}%"]
                 else:
                     cells += ["-", "-"]
-                if cache:
-                    without, first, hit = cache
+                if trained.cache_hit is not None:
+                    without, first, hit = unpadded.seconds, trained.cache_first, trained.cache_hit
                     cells += [f"{hit:.3f}", f"{100 * (without - hit) / without:.0f}%",
                               f"{100 * (first - without) / without:+.0f}%"]
                 else:
