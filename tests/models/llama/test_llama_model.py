@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wavllm_fairseq.models.llama import LLAMA_PRESETS, LlamaConfig, LlamaModel, LoraConfig, reorder_cache
-from wavllm_fairseq.models.llama.model import apply_rotary, rotary_tables
+from wavllm_fairseq.models.llama.model import RMSNorm, apply_rotary, rotary_tables
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,15 @@ def test_rotary_equals_the_pairwise_formula_bit_for_bit(dtype):
     cos, sin = angles.cos()[:, None], angles.sin()[:, None]
     expected = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(dtype)
     assert torch.equal(apply_rotary(x, *rotary_tables(angles)), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_equals_the_reference_formula(dtype):
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x = (torch.randn(3, 5, 16) * 4).to(dtype)
+    h = x.float()
+    expected = norm.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype)
+    torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 0)

@@ -32,10 +32,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # Normalise in float32 whatever the model's dtype, as the reference code does.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        # Normalise in float32 whatever the model's dtype, as the reference code does. torch's
+        # rms_norm computes x * rsqrt(mean(x^2) + eps) as one operator: the reference's values
+        # (tested), in fewer kernels per call, which decoding, one position per step, feels.
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 def rope_inverse_frequencies(cfg: LlamaConfig, device=None) -> Tensor:
