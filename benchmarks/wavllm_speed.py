@@ -392,6 +392,10 @@ def run(sizes: List[str], clips: List[float], batches: List[int], beams: List[in
               "| cache hit: step s | saved by the cache | first-epoch write cost | peak GiB |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         details = []
+
+        def detail(line: str) -> None:  # also at once on stderr: a long run stopped early keeps what it measured
+            details.append(line)
+            print(line, file=sys.stderr, flush=True)
         for clip in clips:
             for batch in batches:
                 print(f"  {name} clip {clip} s batch {batch} ...", file=sys.stderr, flush=True)
@@ -411,10 +415,10 @@ def run(sizes: List[str], clips: List[float], batches: List[int], beams: List[in
                     cells += ["-", "-", "-"]
                 cells.append(f"{unpadded.peak_gib:.2f}" if unpadded.peak_gib is not None else "-")
                 print("| " + " | ".join(cells) + " |", flush=True)
-                details.append(f"- training, clip {clip:g} s, batch {batch}, unpadded: "
+                detail(f"- training, clip {clip:g} s, batch {batch}, unpadded: "
                                + fmt_components(unpadded.components, unpadded.seconds))
                 if padded:
-                    details.append(f"- training, clip {clip:g} s, batch {batch}, padded to 30 s: "
+                    detail(f"- training, clip {clip:g} s, batch {batch}, padded to 30 s: "
                                    + fmt_components(padded.components, padded.seconds))
                 if device.type == "cuda":
                     model = build(size, False, None, device, dtype)
@@ -423,12 +427,12 @@ def run(sizes: List[str], clips: List[float], batches: List[int], beams: List[in
                     flops = training_flops(model, batch, prompt_len, size.answer_tokens, w_frames, l_frames)
                     del model
                     mfu = f", MFU {100 * flops / unpadded.seconds / peak:.1f}%" if peak else ""
-                    details.append(f"- training, clip {clip:g} s, batch {batch}: {flops / 1e12:.2f} model TFLOPs "
+                    detail(f"- training, clip {clip:g} s, batch {batch}: {flops / 1e12:.2f} model TFLOPs "
                                    f"per step, {flops / unpadded.seconds / 1e12:.1f} TFLOP/s{mfu}")
                 for beam in beams:
                     decoded = measure_decoding(size, clip, batch, beam, repeats, device, dtype)
                     tokens_per_s = batch * size.answer_tokens / decoded.seconds
-                    details.append(f"- decoding, clip {clip:g} s, batch {batch}, beam {beam}: {tokens_per_s:.1f} "
+                    detail(f"- decoding, clip {clip:g} s, batch {batch}, beam {beam}: {tokens_per_s:.1f} "
                                    f"new tokens/s ({decoded.seconds:.3f} s per batch): "
                                    + fmt_components(decoded.components, decoded.seconds))
         print("\n" + "\n".join(details), flush=True)
