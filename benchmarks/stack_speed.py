@@ -12,12 +12,14 @@ Like for like, as a user of each stack would run it:
 - generation: LoRA merged on both sides (ours by ``prepare_for_inference_`` as fairseq-generate
   runs it, peft's by ``merge_and_unload()``), KV cache on both. Two transformers calls: the
   *same work* as fairseq's generator (a fixed number of new tokens, then the end of turn, which
-  costs fairseq a forward pass of its own: ``min_new_tokens`` + ``forced_eos_token_id``), and
+  costs fairseq a forward pass of its own: ``min_new_tokens`` and :func:`end_of_turn_at`), and
   ``generate(num_beams=..., use_cache=True)`` as users call it, with one token more so that both
   sides run the same number of forward passes.
-Before any timing, in float32, the outputs are checked equal: training logits and loss, and the
-tokens of every generation call (all rows; the first n tokens against the plain call). A mismatch
-ends the run with an error. Timing then runs in --dtype.
+Before any timing, in float32, the outputs are checked equal: training logits and loss, the
+tokens of every row of the same-work calls and the first n tokens of the plain call at beam 1
+(at beam 4 its last step ranks by the best token, not the end of turn, so its answers differ by
+design), and greedy decoding with and without our KV cache. A mismatch ends the run with an
+error. Timing then runs in --dtype.
 
 Times are medians of --repeats samples after one warm-up call (a sample repeats a short call until
 it lasts ~0.2 s), the two sides alternating so that a machine whose speed drifts slows both alike,
@@ -33,8 +35,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import math
+import os
 import platform
 import statistics
 import sys
@@ -106,8 +108,11 @@ class BenchDictionary(Dictionary):
 
 
 def require_peft() -> None:
-    if importlib.util.find_spec("peft") is None or importlib.util.find_spec("transformers") is None:
-        raise BenchmarkError("stack_speed.py needs transformers and peft: pip install -e '.[bench]'")
+    try:
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise BenchmarkError(f"needs transformers and peft ({e.name} is missing): pip install -e '.[bench]'") from e
 
 
 def hf_config(preset: str):
@@ -401,7 +406,7 @@ def report(all_results: Dict[str, Dict[str, float]], sizes: Dict[str, Size]) -> 
         lines.append(f"| {label} | greedy tokens/s: KV cache vs recompute | {r['greedy_cache']:.1f} | "
                      f"{r['greedy_nocache']:.1f} (ours, no cache) | {r['greedy_cache'] / r['greedy_nocache']:.2f} |")
     notes = [f"- {name}: checked in float32 before timing: max |logit diff| {r['max_abs_logit_diff']:.2e}, "
-             "generated tokens equal in every call, KV cache == recomputation" for name, r in all_results.items()]
+             "generated tokens equal (same-work calls; the plain call at beam 1), KV cache == recomputation" for name, r in all_results.items()]
     return "\n".join(lines + [""] + notes)
 
 
@@ -430,7 +435,7 @@ def main(argv: List[str] = None) -> None:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"torch {torch.__version__}, {where}, {args.dtype}; load average {' '.join(map(str, load()))}")
+    print(f"torch {torch.__version__}, {where}, {args.dtype}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     results = {}
     for name in sizes:
         start = time.perf_counter()
@@ -440,13 +445,7 @@ def main(argv: List[str] = None) -> None:
             sys.exit(f"stack_speed.py: error: {name}: {e}")
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
         print(report({name: results[name]}, SIZES), flush=True)  # each size as soon as it is measured
-    print(f"load average at the end: {' '.join(map(str, load()))}")
-
-
-def load() -> Tuple[float, float, float]:
-    import os
-
-    return os.getloadavg()
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
