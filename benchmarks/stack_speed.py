@@ -358,10 +358,12 @@ def bench_size(name: str, size: Size, repeats: int, device: torch.device, dtype:
 
     ours.train(), hf.train()
     if profile_rows:
-        for side, fn in (("ours", lambda: step(ours_loss, ours_opt)), ("transformers + peft", lambda: step(hf_loss, hf_opt))):
+        training = (("ours", lambda: step(ours_loss, ours_opt)), ("transformers + peft", lambda: step(hf_loss, hf_opt)))
+        for side, fn in training:
             print(f"{name}: training step, {side}\n{profile_table(fn, profile_rows)}", flush=True)
         with torch.no_grad():
-            for side, fn in (("ours", lambda: ours_generate(4)), ("transformers + peft", lambda: hf_generate("same", 4))):
+            decoding = (("ours", lambda: ours_generate(4)), ("transformers + peft", lambda: hf_generate("same", 4)))
+            for side, fn in decoding:
                 print(f"{name}: generation, beam 4, {side}\n{profile_table(fn, profile_rows)}", flush=True)
     ours_time, hf_time = timed_pair(lambda: step(ours_loss, ours_opt), lambda: step(hf_loss, hf_opt), repeats,
                                     "train", device)
@@ -406,7 +408,8 @@ def report(all_results: Dict[str, Dict[str, float]], sizes: Dict[str, Size]) -> 
         lines.append(f"| {label} | greedy tokens/s: KV cache vs recompute | {r['greedy_cache']:.1f} | "
                      f"{r['greedy_nocache']:.1f} (ours, no cache) | {r['greedy_cache'] / r['greedy_nocache']:.2f} |")
     notes = [f"- {name}: checked in float32 before timing: max |logit diff| {r['max_abs_logit_diff']:.2e}, "
-             "generated tokens equal (same-work calls; the plain call at beam 1), KV cache == recomputation" for name, r in all_results.items()]
+             "generated tokens equal (same-work calls; the plain call at beam 1), KV cache == recomputation"
+             for name, r in all_results.items()]
     return "\n".join(lines + [""] + notes)
 
 
@@ -435,7 +438,8 @@ def main(argv: List[str] = None) -> None:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"torch {torch.__version__}, {where}, {args.dtype}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"torch {torch.__version__}, {where}, {args.dtype}; load average {load}")
     results = {}
     for name in sizes:
         start = time.perf_counter()
