@@ -49,9 +49,9 @@ MAX_REPLY_TOKENS = {"closed": 8, "open": 40}
 """Longest reply decoded: closed answers (sv, rate, sqa: one word) and the rest (a German
 sentence with its transcript is ~30 SmolLM2 tokens). A model that rambles is cut there."""
 CLOSED_TASKS = ("sv", "rate", "sqa")
-QUICK = dict(size="tiny", max_reply_tokens={"closed": 4, "open": 6}, overrides=[
+QUICK = dict(size="tiny", max_reply_tokens={"closed": 3, "open": 4}, overrides=[
     "optimization.max_update=2", "lr_scheduler.total_num_update=2", "lr_scheduler.warmup_updates=1",
-    "checkpoint.save_interval_updates=2", "dataset.validate_interval_updates=1"])
+    "checkpoint.save_interval_updates=2", "dataset.validate_interval_updates=2"])
 """--quick: a few updates per stage, the tiny corpus and short replies (checks the plumbing, for the tests)."""
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

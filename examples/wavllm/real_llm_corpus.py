@@ -105,7 +105,7 @@ class RealLLMCorpusSize:
 
 
 SIZES = {
-    "tiny": RealLLMCorpusSize(train={t: 4 for t in TASKS}, valid=2, test=3),
+    "tiny": RealLLMCorpusSize(train={t: 4 for t in TASKS}, valid=2, test=2),
     "cpu": RealLLMCorpusSize(train={t: 80 for t in TASKS}, valid=5, test=10),
 }
 
