@@ -67,7 +67,7 @@ def smollm2_gguf() -> str:
 def train_all(out: str, common: Sequence[str], clock: Dict[str, float], only: Sequence[str]) -> Dict[str, str]:
     """Trains the runs named in ``only`` (skipping finished ones); returns run -> checkpoint."""
     checkpoints = {}
-    for name in only:
+    for name in [n for n in RUNS if n in only]:  # a run's start trains first
         config, extra, start = RUNS[name]
         save = os.path.join(out, name)
         checkpoints[name] = os.path.join(save, "checkpoint_last.pt")
@@ -76,7 +76,8 @@ def train_all(out: str, common: Sequence[str], clock: Dict[str, float], only: Se
         print(f"\n== {name}", file=sys.stderr, flush=True)
         started = time.time()
         os.makedirs(save, exist_ok=True)
-        start_from = [f"checkpoint.finetune_from_model={checkpoints[start]}"] if start else []
+        start_checkpoint = os.path.join(out, start or "", "checkpoint_last.pt")  # done earlier or in this call
+        start_from = [f"checkpoint.finetune_from_model={start_checkpoint}"] if start else []
         demo.hydra_train(config, [*common, *extra, *start_from, f"checkpoint.save_dir={save}",
                                   f"hydra.run.dir={save}/hydra"], os.path.join(save, "train.log"))
         open(os.path.join(save, "done"), "w").close()
