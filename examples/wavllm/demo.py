@@ -30,15 +30,14 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from wavllm_fairseq.evaluation.report import results_markdown
+
+# Beside this file: on the path when it runs as a script, and through pytest.ini in the tests.
+import demo_corpus
+import text_lm
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-
-import demo_corpus  # noqa: E402
-import text_lm  # noqa: E402
-
-from wavllm_fairseq.evaluation.report import results_markdown  # noqa: E402
-
 
 PROMPT_VARIANTS = 2
 """Held-out rewordings of each single task's instruction that stage 2 is also decoded under."""

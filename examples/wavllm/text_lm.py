@@ -42,8 +42,7 @@ from wavllm_fairseq.models.llama import LlamaConfig, LlamaModel, save_llama_meta
 from wavllm_fairseq.text.templates import get_template
 from wavllm_fairseq.text.tokenizer_files import load_tokenizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo_corpus  # noqa: E402
+import demo_corpus  # beside this file
 
 
 
