@@ -204,14 +204,24 @@ def run(out: str, quick: bool = False, workers: int = 2, seed: int = 1,
     return {name: {s: v["score"] for s, v in sets.items()} for name, sets in results.items()}
 
 
+def run_names(text: str) -> List[str]:
+    """--only's value: comma-separated, so that hydra overrides after it stay overrides."""
+    names = text.split(",")
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown run {unknown[0]!r} (runs: {', '.join(RUNS)})")
+    return names
+
+
 def main(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="real_llm_run", help="working folder (re-running resumes in it)")
     parser.add_argument("--quick", action="store_true", help="tiny corpus, a few updates per stage, short replies")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS),
-                        help="train and evaluate only these runs (a run's start must be among them or done)")
+    parser.add_argument("--only", type=run_names, default=list(RUNS),
+                        help=f"comma-separated runs to train and evaluate, of {','.join(RUNS)} "
+                             "(a run's start must be among them or done)")
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for every run, e.g. optimization.lr=[1e-3]")
     args = parser.parse_args(argv)
     return run(args.out, args.quick, args.workers, args.seed, args.overrides, args.only)

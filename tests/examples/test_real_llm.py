@@ -94,3 +94,13 @@ def test_real_llm_held_out_wordings_are_never_trained_on_and_reask_the_same_rows
         for r in rows:  # scored as II: the reference itself carries out every instruction
             assert r.task == "ii"
             assert all(c.passed for c in check_reply(r.prompt, r.tgt_text, r.tgt_text, r.id))
+
+
+def test_real_llm_only_takes_comma_separated_runs_so_overrides_after_it_stay_overrides():
+    import real_llm  # examples/wavllm, on the path through pytest.ini
+
+    assert real_llm.run_names("stage2-adapter,stage2-plain") == ["stage2-adapter", "stage2-plain"]
+    proc = subprocess.run([sys.executable, DRIVER, "--only", "stage1,optimization.max_update=4"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "argument --only: unknown run 'optimization.max_update=4'" in proc.stderr.splitlines()[-1]
