@@ -51,13 +51,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from fairseq.data import Dictionary
 from fairseq.sequence_generator import SequenceGenerator
 
 from wavllm_fairseq.models.wavllm import WavLLMConfig, WavLLMModel
 
+from stack_speed import EOS, BenchDictionary  # beside this script
+
 SAMPLE_RATE = 16000
-EOS = 2
 
 
 @dataclass
@@ -115,18 +115,8 @@ class ComponentClock:
         inner = getattr(owner, method)
 
         def timed(*args, **kwargs):
-            self._sync()
-            start = time.perf_counter()
-            self._children.append(0.0)
-            try:
+            with self.part(component):
                 return inner(*args, **kwargs)
-            finally:
-                self._sync()
-                elapsed = time.perf_counter() - start
-                nested = self._children.pop()
-                self.seconds[component] = self.seconds.get(component, 0.0) + elapsed - nested
-                if self._children:
-                    self._children[-1] += elapsed
 
         setattr(owner, method, timed)
 
@@ -144,19 +134,6 @@ class ComponentClock:
             self.seconds[component] = self.seconds.get(component, 0.0) + elapsed - nested
             if self._children:
                 self._children[-1] += elapsed
-
-
-class BenchDictionary(Dictionary):
-    """Ids 0..V-1 plus a pad id V, like the task's tokenizer dictionary; eos is id 2."""
-
-    def __init__(self, vocab_size: int):
-        super().__init__(bos="<s>", pad="<pad>", eos="</s>", unk="<unk>")
-        self.symbols, self.count, self.indices = [], [], {}
-        for i in range(vocab_size + 1):
-            self.add_symbol(f"t{i}")
-        self.unk_index, self.bos_index, self.eos_index, self.pad_index = 0, 1, EOS, vocab_size
-        self.nspecial = 3
-        self.vocab_size = vocab_size
 
 
 def build(size: WholeSize, pad_to_30s: bool, cache_dir: Optional[str], device, dtype) -> WavLLMModel:
