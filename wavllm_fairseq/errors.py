@@ -4,9 +4,6 @@ from __future__ import annotations
 import os
 import sys
 
-from .data.audio import AudioError
-from .data.manifest import ManifestError
-from .text.templates import TemplateMismatchError
 from .user_error import UserError
 
 
@@ -15,16 +12,13 @@ class OptionError(UserError):
     names the option and what would work."""
 
 
-USER_ERRORS = (ManifestError, AudioError, OptionError, TemplateMismatchError)
-
-
 def install_excepthook() -> None:
     """Prints the errors the user can act on as one line. Only command-line programs install it: a
     library must leave the host program's error handling alone."""
     previous = sys.excepthook
 
     def hook(kind, value, tb):
-        if isinstance(value, USER_ERRORS + _checkpoint_errors()):
+        if isinstance(value, UserError):  # bad data, options, templates or checkpoints
             print(f"wavllm_fairseq: error: {value}", file=sys.stderr)
             return
         previous(kind, value, tb)
@@ -47,8 +41,3 @@ def install_excepthook_in_fairseq_commands() -> None:
     if running_a_fairseq_command():
         install_excepthook()
 
-
-def _checkpoint_errors() -> tuple:
-    from .models.common.checkpoint_errors import CheckpointError
-
-    return (CheckpointError,)

@@ -29,9 +29,9 @@ from fairseq.file_io import PathManager
 from fairseq.trainer import Trainer
 from omegaconf import OmegaConf
 
-from .errors import USER_ERRORS
 from .models.common.checkpoint_errors import CheckpointError
 from .models.common.checkpoint_files import load_torch_file
+from .user_error import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _names_the_file(load, file_of):
     def wrapper(*args, **kwargs):
         try:
             return load(*args, **kwargs)
-        except (CheckpointError, MemoryError) + USER_ERRORS:
+        except (UserError, MemoryError):  # CheckpointError included
             raise
         except Exception as e:
             if "out of memory" in str(e):
