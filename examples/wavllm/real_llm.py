@@ -17,7 +17,7 @@ an interrupted run picks up where it stopped):
 
 Usage::
 
-    python examples/wavllm/real_llm.py --out real_llm_run [--quick] [--workers 2] [OVERRIDE ...]
+    python examples/wavllm/real_llm.py --out real_llm_run [--quick] [--corpus-size cpu] [--workers 2] [OVERRIDE ...]
 """
 from __future__ import annotations
 
@@ -162,8 +162,9 @@ def validation_curves(out: str, runs: Sequence[str]) -> str:
 
 
 def run(out: str, quick: bool = False, workers: int = 2, seed: int = 1,
-        extra_overrides: Sequence[str] = (), only: Sequence[str] = tuple(RUNS)) -> Dict[str, Dict[str, float]]:
-    """The recipe; returns run -> test set -> score."""
+        extra_overrides: Sequence[str] = (), only: Sequence[str] = tuple(RUNS),
+        corpus_size: str = "cpu") -> Dict[str, Dict[str, float]]:
+    """The recipe; returns run -> test set -> score. ``quick`` uses the tiny corpus whatever ``corpus_size``."""
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     clock: Dict[str, float] = {}
@@ -171,7 +172,7 @@ def run(out: str, quick: bool = False, workers: int = 2, seed: int = 1,
     corpus = os.path.join(out, "corpus")
     if not os.path.exists(os.path.join(corpus, "meta.jsonl")):
         print("\n== corpus", file=sys.stderr, flush=True)
-        real_llm_corpus.build_corpus(corpus, seed=0, size=QUICK["size"] if quick else "cpu", workers=workers,
+        real_llm_corpus.build_corpus(corpus, seed=0, size=QUICK["size"] if quick else corpus_size, workers=workers,
                                      quiet=False)
         clock["corpus"] = time.time() - started
     data, audio_root = os.path.join(corpus, "manifests"), os.path.join(corpus, "audio")
@@ -219,12 +220,14 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument("--quick", action="store_true", help="tiny corpus, a few updates per stage, short replies")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--corpus-size", choices=sorted(real_llm_corpus.SIZES), default="cpu",
+                        help="sentences per task (real_llm_corpus.SIZES); read once, when the corpus is built")
     parser.add_argument("--only", type=run_names, default=list(RUNS),
                         help=f"comma-separated runs to train and evaluate, of {','.join(RUNS)} "
                              "(a run's start must be among them or done)")
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for every run, e.g. optimization.lr=[1e-3]")
     args = parser.parse_args(argv)
-    return run(args.out, args.quick, args.workers, args.seed, args.overrides, args.only)
+    return run(args.out, args.quick, args.workers, args.seed, args.overrides, args.only, args.corpus_size)
 
 
 if __name__ == "__main__":
