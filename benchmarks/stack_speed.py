@@ -88,6 +88,8 @@ SIZES = {
     "tiny": Size("tiny_test", 8, batch=8, prompt_len=32, target_len=32),  # wavllm_tiny's LLM
     # SmolLM2-135M dims; a light workload: recomputing without the KV cache is quadratic on one core.
     "small": Size("smollm2_135m", 32, batch=2, prompt_len=32, target_len=16),
+    # The same with a speech-length prompt: a 15-s clip at 12.5 positions a second and an instruction.
+    "small_speech": Size("smollm2_135m", 32, batch=2, prompt_len=200, target_len=16),
     # GPU workloads: speech-LLM-like prompts (a few hundred positions) and batches.
     "small_gpu": Size("smollm2_135m", 32, batch=16, prompt_len=256, target_len=64),
     "1b_gpu": Size("llama3.2_1b", 16, batch=8, prompt_len=256, target_len=64),

@@ -130,6 +130,29 @@ def test_beam_search_in_a_batch_equals_items_alone(task):
             assert abs(float(together[row][0]["score"]) - float(alone[0][0]["score"])) < 1e-4
 
 
+@pytest.mark.parametrize("prompt_adapter", [False, True])
+def test_beam_search_prefills_each_prompt_once_and_finds_what_a_prefill_per_beam_finds(task, prompt_adapter):
+    model = build(task, prompt_adapter=prompt_adapter)
+    b = batch(task, mixed(task))
+    gen = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=6)
+    prefill_rows = []  # the shapes of the decoder's LLM calls (the prompt adapter's call caches nothing)
+    hook = model.decoder.llm.register_forward_hook(
+        lambda m, args, kwargs, out: prefill_rows.append(args[0].shape) if kwargs.get("use_cache") else None,
+        with_kwargs=True)
+    with torch.no_grad():
+        once = gen.generate([model], b)
+        hook.remove()
+        encode_with_rows = model.encoder.forward
+        model.encoder.forward = lambda *a, **k: {n: v for n, v in encode_with_rows(*a, **k).items() if n != "source_rows"}
+        per_beam = gen.generate([model], b)
+        del model.encoder.forward
+    assert prefill_rows[0][0] == 3 and prefill_rows[0][1] > 1  # three prompts, not twelve beams
+    assert all(rows == 12 and positions == 1 for rows, positions, _ in prefill_rows[1:2])
+    for a, b_ in zip(once, per_beam):
+        assert [h["tokens"].tolist() for h in a] == [h["tokens"].tolist() for h in b_]
+        torch.testing.assert_close(torch.stack([h["score"] for h in a]), torch.stack([h["score"] for h in b_]))
+
+
 def test_prompt_rows_are_their_segments_one_after_the_other_left_padded():
     from wavllm_fairseq.models.wavllm.encoder import left_padded_concatenation
 

@@ -1,6 +1,6 @@
 """The fairseq "decoder" of WavLLM: the LLM continuing the assembled prompt, with teacher forcing in
 training and one token a step with a KV cache in fairseq's SequenceGenerator."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from fairseq.models import FairseqIncrementalDecoder
@@ -45,6 +45,9 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
         else:
             embeds, positions, past = new_embeds, token_positions, cache["past"]
             key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(bsz, done + n_new)], dim=1)
+        repeats = repeated_rows(encoder_out) if incremental_state is not None and cache is None and n_new == 0 else None
+        if repeats is not None:
+            return self._prefill_once_per_prompt(embeds, positions, key_pad, lora_weight, incremental_state, *repeats)
         hidden, new_past = self.llm(
             embeds, positions, key_pad, past_key_values=past, lora_weight=lora_weight,
             use_cache=incremental_state is not None,
@@ -54,6 +57,17 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
             self.set_incremental_state(incremental_state, "kv", {"past": new_past})
             hidden = hidden[:, -1:]
         return self.output_layer(hidden), {"attn": None}
+
+    def _prefill_once_per_prompt(self, embeds, positions, key_pad, lora_weight, incremental_state,
+                                 first: Tensor, source: Tensor):
+        """The first step of beam search: fairseq's generator has repeated every prompt beam times,
+        and identical rows give identical states, so each distinct prompt runs once and its cache and
+        logits are copied to its beams (a beam-5 prefill costs one prompt's forward, not five)."""
+        pick = (lambda t: None if t is None else t.index_select(0, first))
+        hidden, past = self.llm(pick(embeds), pick(positions), pick(key_pad), lora_weight=pick(lora_weight),
+                                use_cache=True)
+        self.set_incremental_state(incremental_state, "kv", {"past": reorder_cache(past, source)})
+        return self.output_layer(hidden[:, -1:]).index_select(0, source), {"attn": None}
 
     def output_layer(self, hidden: Tensor) -> Tensor:
         logits = self.llm.output_logits(hidden)[..., : self.vocab_size]
@@ -67,3 +81,17 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
 
     def max_positions(self):
         return self.llm.cfg.max_seq_len
+
+
+def repeated_rows(encoder_out) -> Optional[Tuple[Tensor, Tensor]]:
+    """(first row of each distinct source row, each row's index among those) when rows repeat a
+    source row, as after beam search's expansion; None when every row is distinct."""
+    if "source_rows" not in encoder_out:
+        return None
+    rows = encoder_out["source_rows"][0]
+    distinct, source = torch.unique(rows, return_inverse=True)
+    if distinct.numel() == rows.numel():
+        return None
+    order = torch.arange(rows.numel(), device=rows.device)
+    first = torch.full_like(distinct, rows.numel()).scatter_reduce(0, source, order, reduce="amin")
+    return first, source

@@ -200,6 +200,9 @@ class WavLLMEncoder(FairseqEncoder):
             "prompt_padding_mask": [pad],
             "prompt_lengths": [lengths],
             "lora_weight": [],
+            # Each row's index in this batch. Reordering follows it, so after beam search repeats
+            # every row beam times, the decoder can prefill each distinct prompt once.
+            "source_rows": [torch.arange(bsz, device=prompt.device)],
         }
         if self.prompt_adapter is not None:
             out["lora_weight"] = [self.prompt_lora_weight(src_tokens, src_lengths)]
