@@ -84,9 +84,8 @@ def hydra_train(config: str, overrides: Sequence[str], log_path: str) -> None:
 
     cmd = [sys.executable, "-c", HYDRA_TRAIN_QUIET, "--config-dir", os.path.join(HERE, "config"),
            "--config-name", config, *overrides]
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # a line at a time: progress shows while it trains
         log.write(" ".join(cmd) + "\n")
-        log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         shown = True
         for line in proc.stdout:

@@ -36,3 +36,28 @@ def test_only_progress_and_errors_reach_the_terminal():
         "[2026-12-01 23:47:44,440][fairseq_cli.train][INFO] - done training in 66.2 seconds",
         "Traceback (most recent call last):", 'File "train.py", line 1, in <module>', "ValueError: bad manifest",
     ]
+
+
+def test_the_stage_log_shows_each_line_while_the_stage_still_runs(tmp_path, monkeypatch, capsys):
+    import demo
+
+    log = tmp_path / "train.log"
+    on_disk_meanwhile = []
+
+    class Stage:  # stands in for fairseq-hydra-train: two lines of progress, reading the log between them
+        def __init__(self, *args, **kwargs):
+            self.stdout = self.lines()
+
+        def lines(self):
+            yield "[2026-12-02 05:33:51,438][train_inner][INFO] - epoch 001: num_updates=10\n"
+            on_disk_meanwhile.append(log.read_text(encoding="utf-8"))
+            yield "[2026-12-02 05:34:27,273][train_inner][INFO] - epoch 001: num_updates=20\n"
+
+        def wait(self):
+            self.returncode = 0
+            return 0
+
+    monkeypatch.setattr(demo.subprocess, "Popen", Stage)
+    demo.hydra_train("real_llm_stage1", [], str(log))
+    assert on_disk_meanwhile[0].endswith("num_updates=10\n")
+    assert log.read_text(encoding="utf-8").endswith("num_updates=20\n")
