@@ -154,6 +154,7 @@ class LlamaModel(nn.Module):
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self._init_base_weights()
         self.tie_weights()
+        self._inverse_frequencies: Optional[Tensor] = None  # not a buffer: model.to(bfloat16) must not round it
         for name, p in self.named_parameters():
             p.requires_grad = name.endswith(".lora_A") or name.endswith(".lora_B")
 
@@ -231,7 +232,7 @@ class LlamaModel(nn.Module):
                 allowed = (allowed & ~key_padding_mask[:, None, :]) | (key_index == query_index)[None]
             mask = allowed[:, None]  # B|1 x 1 x T x S
 
-        angles = positions[..., None].float() * rope_inverse_frequencies(self.cfg, device)
+        angles = positions[..., None].float() * self.inverse_frequencies(device)
         cos, sin = rotary_tables(angles)
 
         x = embeds
@@ -244,6 +245,12 @@ class LlamaModel(nn.Module):
         if final_norm:
             x = self.norm(x)
         return x, (new_past if use_cache else None)
+
+    def inverse_frequencies(self, device) -> Tensor:
+        """:func:`rope_inverse_frequencies`, computed once per device (not once per decoding step)."""
+        if self._inverse_frequencies is None or self._inverse_frequencies.device != device:
+            self._inverse_frequencies = rope_inverse_frequencies(self.cfg, device)
+        return self._inverse_frequencies
 
     def output_logits(self, hidden: Tensor) -> Tensor:
         return self.output(hidden)

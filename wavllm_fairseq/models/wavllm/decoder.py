@@ -74,6 +74,11 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
         pad_column = logits.new_full(logits.shape[:-1] + (1,), float("-inf"))
         return torch.cat([logits, pad_column], dim=-1)
 
+    def reorder_incremental_state_scripting(self, incremental_state, new_order: Tensor):
+        # fairseq's version walks every submodule (the whole LLM, after every step) looking for
+        # caches to reorder; the only cache is this decoder's.
+        self.reorder_incremental_state(incremental_state, new_order)
+
     def reorder_incremental_state(self, incremental_state, new_order: Tensor):
         cache = self.get_incremental_state(incremental_state, "kv")
         if cache is not None and not keeps_every_row(new_order, cache["past"][0][0].shape[0]):
