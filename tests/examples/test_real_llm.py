@@ -104,3 +104,25 @@ def test_real_llm_only_takes_comma_separated_runs_so_overrides_after_it_stay_ove
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "argument --only: unknown run 'optimization.max_update=4'" in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("size", ["cpu", "cpu_large"])
+def test_real_llm_corpus_sizes_plan_their_amounts_with_test_word_pairs_unseen_in_training(size):
+    import real_llm_corpus  # examples/wavllm, on the path through pytest.ini
+
+    plan = real_llm_corpus.plan_corpus(0, size)
+    amounts = real_llm_corpus.SIZES[size]
+    trained_pairs = set()
+    for task in TASKS:
+        assert len(plan[f"train_{task}"]) == amounts.train[task]
+        assert len(plan[f"valid_{task}"]) == amounts.valid
+        assert len(plan[f"test_{task}"]) == len(plan[f"test-heldout_{task}"]) == amounts.test
+        trained_pairs |= {p for e in plan[f"train_{task}"] + plan[f"valid_{task}"] for p in e.combinations}
+    tested_pairs = {p for task in TASKS for e in plan[f"test_{task}"] for p in e.combinations}
+    assert tested_pairs and not tested_pairs & trained_pairs
+
+
+def test_real_llm_corpus_size_is_an_option_of_the_driver():
+    proc = subprocess.run([sys.executable, DRIVER, "--corpus-size", "huge"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "argument --corpus-size: invalid choice: 'huge'" in proc.stderr.splitlines()[-1]
