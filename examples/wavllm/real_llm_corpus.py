@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 import demo_corpus
-from demo_corpus import Example
+from demo_corpus import CorpusSize, Example
 
 from wavllm_fairseq.data.manifest import write_manifest
 from wavllm_fairseq.evaluation.prompts import DEFAULT_POOL, load_pool
@@ -94,20 +94,10 @@ NEW_COMBINATIONS: Dict[str, Combination] = {
 """Held-out instruction combinations (test only), scored as II replies."""
 
 
-@dataclass(frozen=True)
-class RealLLMCorpusSize:
-    train: Dict[str, int]
-    """Training examples per task."""
-    valid: int
-    """Validation examples per task (training wordings)."""
-    test: int
-    """Test examples per set."""
-
-
-SIZES = {
-    "tiny": RealLLMCorpusSize(train={t: 4 for t in TASKS}, valid=2, test=2),
-    "cpu": RealLLMCorpusSize(train={t: 80 for t in TASKS}, valid=5, test=10),
-    "cpu_large": RealLLMCorpusSize(train={t: 400 for t in TASKS}, valid=10, test=30),
+SIZES = {  # test: rows per test set (each held-out set re-asks the same rows)
+    "tiny": CorpusSize(train={t: 4 for t in TASKS}, valid=2, test=2),
+    "cpu": CorpusSize(train={t: 80 for t in TASKS}, valid=5, test=10),
+    "cpu_large": CorpusSize(train={t: 400 for t in TASKS}, valid=10, test=30),
 }
 """tiny: the tests' plumbing check; cpu: the 90-minute CPU recipe; cpu_large: five times the
 training sentences (stage 1 memorised cpu's 80 per task: training loss far below validation loss)
