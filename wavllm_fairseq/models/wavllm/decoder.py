@@ -7,7 +7,7 @@ from fairseq.models import FairseqIncrementalDecoder
 from torch import Tensor
 
 from ..llama import LlamaModel, reorder_cache
-from .encoder import keeps_every_row
+from .encoder import keeps_every_row, select_rows
 
 
 class WavLLMDecoder(FairseqIncrementalDecoder):
@@ -22,11 +22,25 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
         return encoder_out["lora_weight"][0] if encoder_out["lora_weight"] else None
 
     def forward(self, prev_output_tokens: Tensor, encoder_out=None, incremental_state=None, **unused):
+        cache = self.get_incremental_state(incremental_state, "kv") if incremental_state is not None else None
+        first_step = incremental_state is not None and cache is None and prev_output_tokens.shape[1] == 1
+        repeats = repeated_rows(encoder_out) if first_step else None
+        if repeats is None:
+            return self._continue_prompt(prev_output_tokens, encoder_out, incremental_state, cache)
+        # The first step of beam search: fairseq's generator has repeated every prompt beam times,
+        # and identical rows give identical states, so each distinct prompt runs once and its cache
+        # and logits are copied to its beams (a beam-5 prefill costs one prompt's forward, not five).
+        first, source = repeats
+        logits, extra = self._continue_prompt(prev_output_tokens.index_select(0, first),
+                                              select_rows(encoder_out, first), incremental_state, None)
+        self.reorder_incremental_state(incremental_state, source)
+        return logits.index_select(0, source), extra
+
+    def _continue_prompt(self, prev_output_tokens: Tensor, encoder_out, incremental_state, cache):
         prompt = encoder_out["prompt_embeds"][0]
         prompt_pad = encoder_out["prompt_padding_mask"][0]
         prompt_len = encoder_out["prompt_lengths"][0]
         lora_weight = self._lora_weight(encoder_out)
-        cache = self.get_incremental_state(incremental_state, "kv") if incremental_state is not None else None
         # The first decoder input is a placeholder: the prompt's last position predicts the first token.
         tokens = prev_output_tokens[:, 1:]
         if cache is not None:
@@ -45,9 +59,6 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
         else:
             embeds, positions, past = new_embeds, token_positions, cache["past"]
             key_pad = torch.cat([prompt_pad, prompt_pad.new_zeros(bsz, done + n_new)], dim=1)
-        repeats = repeated_rows(encoder_out) if incremental_state is not None and cache is None and n_new == 0 else None
-        if repeats is not None:
-            return self._prefill_once_per_prompt(embeds, positions, key_pad, lora_weight, incremental_state, *repeats)
         hidden, new_past = self.llm(
             embeds, positions, key_pad, past_key_values=past, lora_weight=lora_weight,
             use_cache=incremental_state is not None,
@@ -57,17 +68,6 @@ class WavLLMDecoder(FairseqIncrementalDecoder):
             self.set_incremental_state(incremental_state, "kv", {"past": new_past})
             hidden = hidden[:, -1:]
         return self.output_layer(hidden), {"attn": None}
-
-    def _prefill_once_per_prompt(self, embeds, positions, key_pad, lora_weight, incremental_state,
-                                 first: Tensor, source: Tensor):
-        """The first step of beam search: fairseq's generator has repeated every prompt beam times,
-        and identical rows give identical states, so each distinct prompt runs once and its cache and
-        logits are copied to its beams (a beam-5 prefill costs one prompt's forward, not five)."""
-        pick = (lambda t: None if t is None else t.index_select(0, first))
-        hidden, past = self.llm(pick(embeds), pick(positions), pick(key_pad), lora_weight=pick(lora_weight),
-                                use_cache=True)
-        self.set_incremental_state(incremental_state, "kv", {"past": reorder_cache(past, source)})
-        return self.output_layer(hidden[:, -1:]).index_select(0, source), {"attn": None}
 
     def output_layer(self, hidden: Tensor) -> Tensor:
         logits = self.llm.output_logits(hidden)[..., : self.vocab_size]

@@ -211,4 +211,9 @@ class WavLLMEncoder(FairseqEncoder):
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         if keeps_every_row(new_order, encoder_out["prompt_embeds"][0].shape[0]):
             return encoder_out
-        return {k: [t.index_select(0, new_order) for t in v] for k, v in encoder_out.items()}
+        return select_rows(encoder_out, new_order)
+
+
+def select_rows(encoder_out: Dict[str, List[Tensor]], rows: Tensor) -> Dict[str, List[Tensor]]:
+    """The encoder output of the batch rows ``rows`` (picked, repeated or reordered)."""
+    return {k: [t.index_select(0, rows) for t in v] for k, v in encoder_out.items()}
