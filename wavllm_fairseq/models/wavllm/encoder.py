@@ -113,7 +113,8 @@ class WavLLMEncoder(FairseqEncoder):
         each row's audio files)."""
         if self.whisper_cache is None or audio_paths is None:
             return self._whisper_frames(waves, wave_lengths)
-        outputs = [self.whisper_cache.get(paths) for paths in audio_paths]
+        entries = [self.whisper_cache.entry(paths) for paths in audio_paths]
+        outputs = [self.whisper_cache.get(entry) for entry in entries]
         missing = [i for i, o in enumerate(outputs) if o is None]
         if missing:
             rows = torch.tensor(missing, device=waves.device)
@@ -121,7 +122,7 @@ class WavLLMEncoder(FairseqEncoder):
             hidden, hidden_lengths = self._whisper_frames(waves[rows, : int(lengths.max())], lengths)
             for j, i in enumerate(missing):
                 outputs[i] = hidden[j, : hidden_lengths[j]]
-                self.whisper_cache.put(audio_paths[i], outputs[i])
+                self.whisper_cache.put(entries[i], outputs[i])
         out_lengths = torch.tensor([len(o) for o in outputs], device=waves.device)
         hidden = torch.zeros(len(outputs), int(out_lengths.max()), outputs[0].shape[-1], device=waves.device,
                              dtype=outputs[0].dtype)

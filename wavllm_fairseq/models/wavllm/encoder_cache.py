@@ -46,23 +46,22 @@ class EncoderOutputCache:
         self.variant = variant
         self._fingerprint: Optional[str] = None  # computed on first use: the weights may load later
 
-    def _path(self, audio_paths: List[str]) -> str:
+    def entry(self, audio_paths: List[str]) -> str:
+        """The file holding the output for the clip made of these audio files (it may not exist yet)."""
         if self._fingerprint is None:
             self._fingerprint = weights_fingerprint(self.encoder)
         identity = audio_identity(audio_paths)
         key = hashlib.sha1(f"{self._fingerprint}/{self.variant}/{identity}".encode()).hexdigest()
         return os.path.join(self.folder, key[:2], key + ".pt")
 
-    def get(self, audio_paths: List[str]) -> Optional[Tensor]:
-        """The cached output for the clip made of these audio files, or None."""
-        path = self._path(audio_paths)
-        if not os.path.exists(path):
+    def get(self, entry: str) -> Optional[Tensor]:
+        """The cached output in ``entry`` (from :meth:`entry`), or None."""
+        if not os.path.exists(entry):
             return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(entry, map_location="cpu", weights_only=True)
 
-    def put(self, audio_paths: List[str], output: Tensor) -> None:
-        path = self._path(audio_paths)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
+    def put(self, entry: str, output: Tensor) -> None:
+        os.makedirs(os.path.dirname(entry), exist_ok=True)
+        tmp = f"{entry}.{os.getpid()}.tmp"
         torch.save(output.detach().cpu().clone(), tmp)
-        os.replace(tmp, path)  # atomic: readers in other workers never see half a file
+        os.replace(tmp, entry)  # atomic: readers in other workers never see half a file
