@@ -47,17 +47,17 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Tuple
 
+import soundfile
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from fairseq.sequence_generator import SequenceGenerator
 
+from wavllm_fairseq.data.audio import SAMPLE_RATE
 from wavllm_fairseq.models.wavllm import WavLLMConfig, WavLLMModel
 
 from stack_speed import EOS, BenchDictionary  # beside this script
-
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -206,14 +206,14 @@ class StepResult:
 
 
 def train_step_fn(model: WavLLMModel, net_input, prev, target, clock: Optional[ComponentClock],
-                  audio_keys: Optional[List[str]] = None):
+                  audio_paths: Optional[List[List[str]]] = None):
     vocab = model.decoder.vocab_size
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=1e-5)
     no_clock = contextlib.nullcontext()
 
     def step():
-        extra = {} if audio_keys is None else {"audio_keys": audio_keys}
+        extra = {} if audio_paths is None else {"audio_paths": audio_paths}  # as a batch carries them
         logits, _ = model(prev_output_tokens=prev, **net_input, **extra)
         with clock.part("loss") if clock else no_clock:
             lprobs = F.log_softmax(logits[..., :vocab].float(), dim=-1)
@@ -224,6 +224,17 @@ def train_step_fn(model: WavLLMModel, net_input, prev, target, clock: Optional[C
             optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def write_clips(waves: torch.Tensor, folder: str) -> List[List[str]]:
+    """Each row's wave as a 16 kHz file, as a batch's ``audio_paths``: the encoder cache keys its
+    entries by the files (path, size, modification time)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, wave in enumerate(waves.float().cpu().numpy()):
+        paths.append([os.path.join(folder, f"clip{i}.wav")])
+        soundfile.write(paths[-1][0], wave, SAMPLE_RATE)
+    return paths
 
 
 @dataclass
@@ -250,8 +261,8 @@ def measure_training(size, clip, batch, repeats, device, dtype, skip: set) -> Tr
             model = build(size, pad_to_30s, cache, device, dtype).train()
             clocks[name] = ComponentClock(device)
             instrument(model, clocks[name])
-            keys = [f"clip{i}" for i in range(batch)] if cache else None
-            steps[name] = train_step_fn(model, net_input, prev, target, clocks[name], keys)
+            paths = write_clips(net_input["waves"], os.path.join(cache_dir, "clips")) if cache else None
+            steps[name] = train_step_fn(model, net_input, prev, target, clocks[name], paths)
             if cache:
                 train_step_fn(model, net_input, prev, target, None)()  # warm-up without the cache
         cache_first = None
@@ -259,6 +270,9 @@ def measure_training(size, clip, batch, repeats, device, dtype, skip: set) -> Tr
             start = time.perf_counter()
             steps["cache"]()  # the first epoch: computes Whisper's output and writes it
             cache_first = time.perf_counter() - start
+            if not any(n.endswith(".pt") for _, _, names in os.walk(cache_dir) for n in names):
+                raise RuntimeError("the cache-reading step wrote no cache entry: its figures would be "
+                                   "those of a step without the cache")
         for clock in clocks.values():
             clock.seconds.clear()
         seconds = median_times(steps, repeats, device)
